@@ -1,0 +1,39 @@
+"""Normalizer registry, phase signal and built-in normalizers.
+
+>>> from fewnorm.norms import create_norm
+>>> layer = create_norm("groupnorm", 64, groups=8)
+"""
+
+from fewnorm.norms.builtin import register_builtins
+from fewnorm.norms.phase import Phase, current_phase, norm_phase, task_load, task_scope, task_store
+from fewnorm.norms.plugins import load_plugin
+from fewnorm.norms.registry import (
+    REGISTRY,
+    NormRegistry,
+    create_norm,
+    get_norm,
+    list_norms,
+    register_norm,
+)
+from fewnorm.norms.spec import NormKind, NormOption, NormSpec
+
+register_builtins(REGISTRY)
+
+__all__ = [
+    "REGISTRY",
+    "NormKind",
+    "NormOption",
+    "NormRegistry",
+    "NormSpec",
+    "Phase",
+    "create_norm",
+    "current_phase",
+    "get_norm",
+    "list_norms",
+    "load_plugin",
+    "norm_phase",
+    "register_norm",
+    "task_load",
+    "task_scope",
+    "task_store",
+]

@@ -1,0 +1,74 @@
+"""The support/query phase signal and the per-task scope.
+
+``train()``/``eval()`` cannot say whether a forward pass sees a task's support
+set or its query set (MAML already uses them), so episode code says it
+explicitly::
+
+    with task_scope():                 # per-task reset: support moments are dropped on exit
+        with norm_phase("support"):
+            z_s = model(x_support)     # phase-aware normalizers record support moments
+        with norm_phase("query"):
+            z_q = model(x_query)       # ... and normalize the query with them
+
+Task state lives in the scope, keyed by module identity, not on the modules:
+modules stay picklable, ``functional_call`` sees the same module objects, and
+nothing of one task survives into the next.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from typing import Any
+
+
+class Phase(str, Enum):
+    SUPPORT = "support"
+    QUERY = "query"
+
+
+_phase: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("fewnorm_phase", default=None)
+_task: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar(
+    "fewnorm_task", default=None
+)
+
+
+def current_phase() -> Phase | None:
+    """The phase of the forward pass in progress, or ``None`` outside episode code."""
+    return _phase.get()
+
+
+@contextmanager
+def norm_phase(phase: Phase | str) -> Iterator[None]:
+    """Mark the forward passes inside the block as ``support`` or ``query``."""
+    token = _phase.set(Phase(phase))
+    try:
+        yield
+    finally:
+        _phase.reset(token)
+
+
+@contextmanager
+def task_scope() -> Iterator[None]:
+    """One task: state stored with :func:`task_store` inside it is dropped on exit."""
+    token = _task.set({})
+    try:
+        yield
+    finally:
+        _task.reset(token)
+
+
+def task_store(owner: object, value: Any) -> None:
+    """Keep ``value`` for ``owner`` (a module) until the current task scope ends."""
+    state = _task.get()
+    if state is None:
+        raise RuntimeError("task_store() needs an enclosing task_scope()")
+    state[id(owner)] = value
+
+
+def task_load(owner: object) -> Any | None:
+    """What ``owner`` stored in the current task scope, or ``None``."""
+    state = _task.get()
+    return None if state is None else state.get(id(owner))

@@ -1,0 +1,100 @@
+"""Third-party normalizers: entry points (group ``fewnorm.norms``) and ``--plugin`` targets.
+
+Like flake8 and pluggy: find the entry points, sort them, load each lazily (only
+when the registry is first queried), and wrap any failure with the plugin's
+distribution name so one broken plugin never breaks listing or other norms.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+
+from fewnorm.errors import PluginError
+from fewnorm.norms.registry import REGISTRY, NormRegistry, _current_source
+
+ENTRY_POINT_GROUP = "fewnorm.norms"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that failed to load: where it came from and why."""
+
+    plugin: str  # "distribution==version (entry point name)" or the --plugin target
+    error: str
+
+
+#: Failures seen so far in this process (shown by ``fewnorm norms``).
+FAILURES: list[PluginFailure] = []
+#: Plugins loaded so far: name -> source string (recorded in run directories).
+LOADED: dict[str, str] = {}
+
+
+def _dist_label(ep: EntryPoint) -> str:
+    dist = ep.dist
+    return f"{dist.name}=={dist.version}" if dist is not None else ep.value
+
+
+def load_entry_points(registry: NormRegistry = REGISTRY) -> None:
+    """Load every ``fewnorm.norms`` entry point, sorted by name; record failures."""
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        source = _dist_label(ep)
+        token = _current_source.set(source)
+        try:
+            obj = ep.load()
+            if callable(obj) and not isinstance(obj, type):
+                obj(registry)  # a ``register(registry)`` hook; a module registers on import
+            LOADED[ep.name] = source
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break fewnorm
+            failure = PluginFailure(f"{source} (entry point '{ep.name}')", f"{type(exc).__name__}: {exc}")
+            FAILURES.append(failure)
+            warnings.warn(
+                f"fewnorm plugin {failure.plugin} failed to load: {failure.error}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        finally:
+            _current_source.reset(token)
+
+
+def load_plugin(target: str) -> None:
+    """Run registration code from ``path/to/file.py`` or an importable ``package.module``.
+
+    Raises :class:`PluginError` naming the target if it cannot be loaded.
+    """
+    path = Path(target)
+    is_file = target.endswith(".py") or path.is_file()
+    token = _current_source.set(f"file:{path.resolve()}" if is_file else f"module:{target}")
+    try:
+        if is_file:
+            if not path.is_file():
+                raise PluginError(f"plugin file '{target}' does not exist")
+            name = f"fewnorm_plugin_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise PluginError(f"plugin file '{target}' cannot be imported as Python")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(target)
+        LOADED[target] = _current_source.get() or target
+    except PluginError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise PluginError(
+            f"plugin '{target}' could not be imported ({exc}); pass a .py file or an "
+            "importable module name"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - report user code failures as one line
+        raise PluginError(f"plugin '{target}' failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        _current_source.reset(token)
+    log.debug("loaded plugin %s", target)

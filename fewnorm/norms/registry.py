@@ -1,0 +1,152 @@
+"""The normalizer registry: one name -> one factory, plugins discovered lazily."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from fewnorm.names import normalize_name, unknown_name
+from fewnorm.norms.spec import NormKind, NormSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The plugin being loaded, so that its registrations record where they came from.
+_current_source: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "fewnorm_plugin_source", default=None
+)
+
+
+class NormRegistry:
+    """Normalizer specs by normalized name and alias.
+
+    Built-ins are registered on construction of the global registry; entry-point
+    plugins are discovered the first time a name is looked up or listed.
+    """
+
+    def __init__(self) -> None:
+        self._specs: dict[str, NormSpec] = {}
+        self._keys: dict[str, str] = {}  # normalized name or alias -> canonical name
+        self._discovered = False
+
+    def register(self, spec: NormSpec, *, replace: bool = False) -> NormSpec:
+        """Add ``spec``; a name or alias that is taken is rejected unless ``replace``."""
+        source = _current_source.get()
+        if source is not None and spec.source == "fewnorm":
+            spec = _with_source(spec, source)
+        keys = [normalize_name(n) for n in (spec.name, *spec.aliases)]
+        for key in keys:
+            owner = self._keys.get(key)
+            if owner is not None and not (replace and owner == spec.name):
+                raise ValueError(
+                    f"normalizer name '{key}' of '{spec.name}' ({spec.source}) is already "
+                    f"registered by '{owner}' ({self._specs[owner].source})"
+                )
+        self._specs[spec.name] = spec
+        self._keys.update(dict.fromkeys(keys, spec.name))
+        return spec
+
+    def unregister(self, name: str) -> None:
+        """Remove a normalizer and its aliases (mostly for tests)."""
+        spec = self.get(name)
+        del self._specs[spec.name]
+        self._keys = {k: v for k, v in self._keys.items() if v != spec.name}
+
+    def get(self, name: str) -> NormSpec:
+        """The spec registered under ``name`` or an alias; unknown names list the known ones."""
+        key = normalize_name(name)
+        if key not in self._keys:
+            self.discover()
+        if key not in self._keys:
+            raise unknown_name("normalizer", name, self._specs)
+        return self._specs[self._keys[key]]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        self.discover()
+        return normalize_name(name) in self._keys
+
+    def __iter__(self) -> Iterator[NormSpec]:
+        self.discover()
+        return iter(sorted(self._specs.values(), key=lambda s: (s.source != "fewnorm", s.name)))
+
+    def names(self) -> list[str]:
+        return [s.name for s in self]
+
+    def discover(self) -> None:
+        """Load entry-point plugins once, unless ``FEWNORM_DISABLE_PLUGIN_AUTOLOAD`` is set."""
+        if self._discovered:
+            return
+        self._discovered = True
+        if os.environ.get("FEWNORM_DISABLE_PLUGIN_AUTOLOAD", "").strip() not in ("", "0"):
+            return
+        from fewnorm.norms.plugins import load_entry_points
+
+        load_entry_points()
+
+
+def _with_source(spec: NormSpec, source: str) -> NormSpec:
+    from dataclasses import replace
+
+    return replace(spec, source=source)
+
+
+REGISTRY = NormRegistry()
+
+
+def register_norm(
+    name: str,
+    *,
+    summary: str,
+    paper: str,
+    kind: NormKind | str = NormKind.ACTIVATION,
+    statistics: tuple[str, ...] = ("batch",),
+    has_buffers: bool = False,
+    aliases: tuple[str, ...] = (),
+    phase_aware: bool = False,
+    conv_bias: bool = False,
+    replace: bool = False,
+    registry: NormRegistry | None = None,
+) -> Callable[[F], F]:
+    """Decorator registering ``factory(num_channels, /, **options) -> nn.Module`` under ``name``.
+
+    Example::
+
+        @register_norm("mynorm", summary="...", paper="Me et al. 2026", statistics=("instance",))
+        def mynorm(num_channels: int, /, eps: float = 1e-5) -> nn.Module: ...
+    """
+
+    def decorate(factory: F) -> F:
+        spec = NormSpec(
+            name=name,
+            factory=factory,
+            summary=summary,
+            paper=paper,
+            kind=NormKind(kind),
+            statistics=tuple(statistics),
+            has_buffers=has_buffers,
+            aliases=tuple(aliases),
+            phase_aware=phase_aware,
+            conv_bias=conv_bias,
+        )
+        (registry or REGISTRY).register(spec, replace=replace)
+        return factory
+
+    return decorate
+
+
+def get_norm(name: str) -> NormSpec:
+    """The :class:`NormSpec` registered under ``name`` (or an alias)."""
+    return REGISTRY.get(name)
+
+
+def create_norm(name: str, num_channels: int, /, **options: Any) -> Any:
+    """Build the normalizer ``name`` for ``num_channels`` channels: ``create_norm("groupnorm", 64, groups=8)``."""
+    return REGISTRY.get(name).build(num_channels, **options)
+
+
+def list_norms() -> list[NormSpec]:
+    """Every registered normalizer, built-ins first, each group sorted by name."""
+    return list(REGISTRY)

@@ -1,0 +1,137 @@
+"""`NormSpec`: the frozen metadata of one registered normalizer, and its option checks."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from fewnorm.errors import OptionError
+
+#: Keywords a ``conv``-kind factory receives from the backbone (never user options).
+CONV_GEOMETRY = ("in_channels", "kernel_size", "stride", "padding")
+
+#: The statistics a normalizer may draw on (``NormSpec.statistics``).
+STATISTICS = ("batch", "running", "support", "instance", "layer", "group", "weight", "none")
+
+
+class NormKind(str, Enum):
+    """Where a normalizer sits in a conv block; the backbone builder reads it."""
+
+    ACTIVATION = "activation"  # conv -> norm -> act
+    CONV = "conv"  # the normalizer owns the conv: norm(conv geometry) -> act
+    NORM_ACT = "norm-act"  # conv -> norm-act (the normalizer is the activation too)
+
+
+@dataclass(frozen=True)
+class NormOption:
+    """One keyword option of a normalizer factory."""
+
+    name: str
+    default: Any
+    annotation: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """Everything fewnorm knows about a normalizer without building it.
+
+    ``factory`` is ``factory(num_channels, /, **options) -> nn.Module``, or a
+    ``"module:attribute"`` string resolved on first use so that listing
+    normalizers never imports torch.
+    """
+
+    name: str
+    factory: Callable[..., Any] | str = field(repr=False, compare=False)
+    summary: str
+    paper: str
+    kind: NormKind = NormKind.ACTIVATION
+    statistics: tuple[str, ...] = ("batch",)
+    has_buffers: bool = False
+    aliases: tuple[str, ...] = ()
+    source: str = "fewnorm"
+    phase_aware: bool = False  # reads the support/query phase signal
+    conv_bias: bool = False  # whether the preceding conv should keep its bias
+
+    def __post_init__(self) -> None:
+        unknown = set(self.statistics) - set(STATISTICS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown statistics {sorted(unknown)}; use {STATISTICS}")
+        object.__setattr__(self, "kind", NormKind(self.kind))
+
+    def load(self) -> Callable[..., Any]:
+        """Return the factory, importing it if it was given as ``"module:attribute"``."""
+        if callable(self.factory):
+            return self.factory
+        module_name, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+
+    def options(self) -> dict[str, NormOption]:
+        """The factory's keyword options with their defaults (conv geometry excluded)."""
+        params = list(inspect.signature(self.load()).parameters.values())[1:]
+        out = {}
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in CONV_GEOMETRY:
+                continue
+            ann = p.annotation if isinstance(p.annotation, str) else getattr(
+                p.annotation, "__name__", str(p.annotation))
+            out[p.name] = NormOption(p.name, p.default, "" if ann is p.empty else str(ann))
+        return out
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Reject unknown options and coerce command-line strings to the default's type."""
+        known = self.options()
+        checked: dict[str, Any] = {}
+        for key, value in options.items():
+            if key not in known:
+                listing = ", ".join(known) or "none"
+                raise OptionError(
+                    f"normalizer '{self.name}' has no option '{key}'; its options: {listing}"
+                )
+            checked[key] = _coerce(self.name, key, value, known[key])
+        return checked
+
+    def build(self, num_channels: int, /, **options: Any) -> Any:
+        """Check ``options`` and call the factory."""
+        geometry = {k: options.pop(k) for k in CONV_GEOMETRY if k in options}
+        return self.load()(num_channels, **geometry, **self.check_options(options))
+
+
+def _target_type(option: NormOption) -> type | None:
+    """The scalar type a command-line string should become, from the default or annotation."""
+    default = option.default
+    if default is not None and default is not inspect.Parameter.empty:
+        return type(default)
+    for name, typ in (("bool", bool), ("int", int), ("float", float)):
+        if name in option.annotation.replace("None", "").split(" | ") or option.annotation == name:
+            return typ
+    return None
+
+
+def _coerce(norm: str, key: str, value: Any, option: NormOption) -> Any:
+    """Turn a command-line string (``--norm-opt groups=8``) into the option's type."""
+    if not isinstance(value, str):
+        return value
+    if value.lower() == "none" and option.default is None:
+        return None
+    typ = _target_type(option)
+    if typ is None or typ is str:
+        return value
+    try:
+        if typ is bool:
+            lowered = value.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return lowered in ("true", "1", "yes")
+        return typ(value)
+    except ValueError:
+        raise OptionError(
+            f"normalizer '{norm}': option '{key}' expects {typ.__name__}, got '{value}'"
+        ) from None
