@@ -1,0 +1,80 @@
+"""Variance Normalization: BatchNorm that scales by the batch deviation but never centers.
+
+As defined in Lubana, Dick and Tanaka, "Beyond BatchNorm: Towards a Unified
+Understanding of Normalization in Deep Learning", NeurIPS 2021 (after
+Daneshmand et al., "Batch Normalization Provably Avoids Rank Collapse for
+Randomly Initialised Deep Networks", NeurIPS 2020)::
+
+    var = Var_{N,H,W}(x)                 # per channel, centered, biased (1/m)
+    y   = gamma * x / sqrt(var + eps) + beta
+
+The *input* is never centered (its mean survives, scaled by 1/std), but the
+variance is the ordinary centered batch variance, as in the authors' reference
+code: the output has per-channel variance 1 (before the affine map), not second
+moment 1. Training uses the batch variance and updates ``running_var``;
+evaluation divides by ``running_var``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fewnorm.errors import OptionError
+
+
+def check_momentum_eps(norm: str, momentum: float, eps: float) -> None:
+    """Raise :class:`OptionError` for a momentum outside [0, 1] or a non-positive eps."""
+    if not 0.0 <= momentum <= 1.0:
+        raise OptionError(f"{norm} momentum must lie in [0, 1], got {momentum}")
+    if eps <= 0:
+        raise OptionError(f"{norm} eps must be positive, got {eps}")
+
+
+@torch.no_grad()
+def update_running_var(running_var: Tensor, var: Tensor, m: int, momentum: float) -> None:
+    """``running_var <- (1 - momentum) * running_var + momentum * unbiased(var)``, in place.
+
+    ``var`` is the biased batch variance over ``m`` values per channel; the running
+    estimate stores the unbiased one, as torch's BatchNorm does.
+    """
+    unbiased = var.detach() * (m / max(m - 1, 1))  # (C,)
+    running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+
+
+class VarianceNorm2d(nn.Module):
+    """Divide each channel by its batch standard deviation over ``(N, H, W)``, no centering."""
+
+    running_var: Tensor
+
+    def __init__(
+        self, num_channels: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True
+    ) -> None:
+        super().__init__()
+        check_momentum_eps("variancenorm", momentum, eps)
+        self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
+        self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if affine else None
+        self.register_buffer("running_var", torch.ones(num_channels))
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C, H, W)
+        if self.training:
+            var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
+            update_running_var(self.running_var, var, x.numel() // x.shape[1], self.momentum)
+        else:
+            var = self.running_var  # (C,)
+        scale = torch.rsqrt(var + self.eps)  # (C,)
+        if self.weight is not None:
+            scale = scale * self.weight
+        y = x * scale[None, :, None, None]
+        return y if self.bias is None else y + self.bias[None, :, None, None]
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, momentum={self.momentum}, eps={self.eps}"
+
+
+def variancenorm(
+    num_channels: int, /, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True
+) -> VarianceNorm2d:
+    """Factory for :class:`VarianceNorm2d`."""
+    return VarianceNorm2d(num_channels, momentum=momentum, eps=eps, affine=affine)
