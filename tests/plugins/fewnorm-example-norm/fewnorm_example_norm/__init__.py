@@ -1,33 +1,20 @@
-"""Example fewnorm plugin: registers ``examplenorm`` when fewnorm loads its entry point."""
+"""Example fewnorm plugin, loaded through the ``fewnorm.norms`` entry point.
+
+It registers metadata only; the factory is a ``"module:attribute"`` string that
+fewnorm imports on first use, so ``fewnorm norms`` stays free of torch imports.
+"""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from fewnorm.norms import REGISTRY, NormSpec
 
-from fewnorm.norms import register_norm
-
-
-class ExampleNorm(nn.Module):
-    """Per-sample, per-channel centring and RMS scaling over (H, W), with a learnable gain."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.gain = nn.Parameter(torch.ones(num_channels))
-
-    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W)
-        centred = x - x.mean(dim=(2, 3), keepdim=True)
-        scale = torch.rsqrt(centred.pow(2).mean(dim=(2, 3), keepdim=True) + self.eps)
-        return centred * scale * self.gain[None, :, None, None]
-
-
-@register_norm(
-    "examplenorm",
-    summary="Example plugin: per-sample channel centring and RMS scaling.",
-    paper="fewnorm example plugin (no paper)",
-    statistics=("instance",),
-    aliases=("example-norm",),
+REGISTRY.register(
+    NormSpec(
+        name="examplenorm",
+        factory="fewnorm_example_norm.layer:examplenorm",
+        summary="Example plugin: per-sample channel centring and RMS scaling.",
+        paper="fewnorm example plugin (no paper)",
+        statistics=("instance",),
+        aliases=("example-norm",),
+    )
 )
-def examplenorm(num_channels: int, /, eps: float = 1e-5) -> ExampleNorm:
-    return ExampleNorm(num_channels, eps)

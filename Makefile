@@ -1,0 +1,41 @@
+# fewnorm: `make test` and `make demo` are the README's quick start.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FEWNORM := $(VENV)/bin/fewnorm
+STAMP := $(VENV)/.fewnorm-installed
+EXAMPLE_PLUGIN := tests/plugins/fewnorm-example-norm
+# The two small Omniglot zips beside the checkout, when present (tests and demo read them).
+SHARED_DATA := $(wildcard ../shared/datasets/omniglot/images_background_small1.zip)
+export FEWNORM_DATA ?= $(if $(SHARED_DATA),$(abspath ../shared/datasets),)
+
+.PHONY: install test test-all demo lint typecheck bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,plot]'
+	$(PY) -m pip install -q --no-deps --no-build-isolation $(EXAMPLE_PLUGIN)
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m ""
+
+lint: install
+	$(VENV)/bin/ruff check fewnorm episodes cli tests benchmarks
+	$(VENV)/bin/mypy fewnorm episodes cli
+
+demo: install
+	@$(FEWNORM) data verify omniglot-minimal >/dev/null 2>&1 || $(FEWNORM) data download omniglot --subset minimal
+	$(FEWNORM) train --dataset omniglot-minimal --norm batchnorm --ways 5 --shots 1 \
+		--episodes 300 --val-every 100 --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+bench: install
+	$(PY) benchmarks/norm_step_time.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

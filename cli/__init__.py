@@ -1,0 +1,1 @@
+"""fewnorm's Typer command-line app (installed as ``fewnorm.cli``)."""

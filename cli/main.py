@@ -1,0 +1,65 @@
+"""The ``fewnorm`` console script: thin Typer commands; torch is imported inside command bodies."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from fewnorm.errors import FewnormError
+
+
+class _FewnormGroup(TyperGroup):
+    """Turns a :class:`FewnormError` from any command into one line on stderr and exit 2."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FewnormError as exc:
+            message = " ".join(str(exc).split())  # one line, whatever the message held
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    name="fewnorm",
+    cls=_FewnormGroup,
+    help="Few-shot learning with any normalization layer: train, evaluate, list normalizers, manage data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _register_commands() -> None:
+    from fewnorm.cli import data, evaluate, norms, train
+
+    app.command()(train.train)
+    app.command()(evaluate.evaluate)
+    app.add_typer(norms.app, name="norms")
+    app.add_typer(data.app, name="data")
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages to stderr."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="fewnorm")
+
+
+if __name__ == "__main__":
+    main()

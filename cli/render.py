@@ -1,0 +1,121 @@
+"""Rich rendering shared by the commands: progress bars, summary tables, JSON output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from fewnorm.episodes.loop import EpisodeLog, RunSummary
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: JSON alone on stdout."""
+    stdout.file.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def norm_label(norm: str, options: dict[str, Any]) -> str:
+    """``batchnorm (mode=transductive)``: the normalizer with its options and BatchNorm mode."""
+    from fewnorm.norms import get_norm
+
+    spec = get_norm(norm)
+    shown = dict(options)
+    known = spec.options()
+    if "mode" in known and "mode" not in shown:
+        shown["mode"] = known["mode"].default
+    inner = ", ".join(f"{k}={v}" for k, v in shown.items())
+    return f"{spec.name} ({inner})" if inner else spec.name
+
+
+class TrainProgress:
+    """One bar for training (loss, accuracy, episodes/s, ETA) and one per evaluation stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.train_task: TaskID | None = None
+
+    def on_episode(self, log: EpisodeLog) -> None:
+        if self.train_task is None:
+            self.train_task = self.progress.add_task("train", total=log.total, loss=0.0, acc=0.0)
+        self.progress.update(self.train_task, completed=log.episode, loss=log.loss, acc=log.accuracy)
+
+    def on_stage(self, name: str, total: int) -> Callable[[int], None]:
+        task = self.progress.add_task(name, total=total, loss=float("nan"), acc=float("nan"))
+
+        def advance(done: int) -> None:
+            self.progress.update(task, completed=done)
+            if done >= total:
+                self.progress.remove_task(task)
+
+        return advance
+
+
+class _SpeedColumn(ProgressColumn):
+    """Episodes per second (blank until rich has a speed estimate)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:5.1f} ep/s" if task.speed else "", style="dim")
+
+
+@contextmanager
+def train_progress(enabled: bool = True) -> Iterator[TrainProgress]:
+    progress = Progress(
+        TextColumn("[bold]{task.description:>8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.3f}"),
+        _SpeedColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not enabled,
+        transient=False,
+    )
+    with progress:
+        yield TrainProgress(progress)
+
+
+def summary_table(summary: RunSummary) -> Table:
+    c = summary.config
+    table = Table(title="fewnorm run summary", show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column()
+    rows = [
+        ("dataset", c["dataset"]),
+        ("algorithm", f"{c['algo']} ({c['backbone']}, hidden {c['hidden']})"),
+        ("normalizer", norm_label(c["norm"], c["norm_options"])),
+        ("ways / shots / queries", f"{c['ways']} / {c['shots']} / {c['queries']}"),
+        ("training ways / shots / queries",
+         f"{c['train_ways'] or c['ways']} / {c['train_shots'] or c['shots']} / {c['train_queries']}"),
+        ("training episodes", str(c["episodes"])),
+        ("best validation accuracy",
+         f"{100 * summary.best_val_accuracy:.2f}% (episode {summary.best_val_episode})"),
+        ("test accuracy (95% CI)", f"[bold green]{summary.test}[/]"),
+        ("test episodes", str(summary.test.n)),
+        ("parameters", f"{summary.parameters:,}"),
+        ("wall time", f"{summary.wall_seconds:.1f} s ({1e3 * summary.train_seconds_per_episode:.1f} ms/episode)"),
+        ("run directory", summary.run_dir),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table

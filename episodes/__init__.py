@@ -1,0 +1,1 @@
+"""Episodic pipelines: sampler, pure step functions, training loop (installed as ``fewnorm.episodes``)."""

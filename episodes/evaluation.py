@@ -1,0 +1,70 @@
+"""Re-scoring checkpoints on the fixed episodes; never changes the model it scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fewnorm.config import RunConfig
+from fewnorm.data import load_split
+from fewnorm.episodes.loop import build_model, evaluate, resolve_device
+from fewnorm.episodes.sampler import EpisodeSampler
+from fewnorm.errors import ConfigError
+from fewnorm.metrics import Interval, mean_ci95
+from fewnorm.runs import load_checkpoint
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    checkpoint: str
+    config: dict[str, Any]
+    split: str
+    ways: int
+    shots: int
+    queries: int
+    accuracy: Interval
+    accuracies: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint, "dataset": self.config["dataset"], "split": self.split,
+            "norm": self.config["norm"], "norm_options": self.config["norm_options"],
+            "ways": self.ways, "shots": self.shots, "queries": self.queries,
+            "accuracy": self.accuracy.mean, "ci95": self.accuracy.ci95, "episodes": self.accuracy.n,
+        }
+
+
+def evaluate_checkpoint(
+    path: Path,
+    *,
+    ways: int | None = None,
+    shots: int | None = None,
+    queries: int | None = None,
+    episodes: int | None = None,
+    split: str = "test",
+    data_root: Path | None = None,
+    device: str = "cpu",
+    on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
+) -> EvalResult:
+    """Score the checkpoint at ``path`` on fixed ``split`` episodes (the run's settings by default)."""
+    if split not in ("test", "val"):
+        raise ConfigError(f"--split must be test or val, got '{split}'")
+    state = load_checkpoint(path)
+    config = RunConfig.model_validate(state["config"])
+    ways, shots = ways or config.ways, shots or config.shots
+    queries, episodes = queries or config.queries, episodes or config.test_episodes
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be positive, got {episodes}")
+    root = str(data_root) if data_root else config.data_root
+    store = load_split(config.dataset, split, root)
+    sampler = EpisodeSampler(store, ways, shots, queries, split=split)
+    dev = resolve_device(device)
+    model = build_model(config, store.image_shape[0]).to(dev)
+    model.load_state_dict(state["model"])
+    seed = config.test_seed if split == "test" else config.val_seed
+    callback = on_stage(split, episodes) if on_stage else None
+    accuracies = evaluate(model, sampler, episodes, seed, dev, callback)
+    return EvalResult(str(path), config.model_dump(), split, ways, shots, queries,
+                      mean_ci95(accuracies), accuracies)

@@ -1,0 +1,73 @@
+"""Prototypical Networks (Snell, Swersky and Zemel, NeurIPS 2017): pure step functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fewnorm.episodes.sampler import Episode
+from fewnorm.norms import norm_phase, task_scope
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float
+    accuracy: float
+
+
+def prototypes(z_support: Tensor, labels: Tensor, ways: int) -> Tensor:
+    """Class means of the support embeddings: (ways*shots, D) -> (ways, D)."""
+    sums = z_support.new_zeros(ways, z_support.shape[1]).index_add(0, labels, z_support)
+    counts = torch.bincount(labels, minlength=ways).clamp_min(1).to(z_support.dtype)
+    return sums / counts[:, None]
+
+
+def squared_distances(z_query: Tensor, protos: Tensor) -> Tensor:
+    """Squared Euclidean distances: (Q, D), (ways, D) -> (Q, ways)."""
+    return (z_query[:, None, :] - protos[None, :, :]).pow(2).sum(-1)
+
+
+def embed_episode(model: nn.Module, episode: Episode) -> tuple[Tensor, Tensor]:
+    """Support then query embeddings, each pass under its phase, in one task scope."""
+    with task_scope():
+        with norm_phase("support"):
+            z_support = model(episode.support)  # (ways*shots, D)
+        with norm_phase("query"):
+            z_query = model(episode.query)  # (ways*queries, D)
+    return z_support, z_query
+
+
+def protonet_logits(model: nn.Module, episode: Episode) -> Tensor:
+    """Negative squared distances of each query to each prototype: (ways*queries, ways)."""
+    z_support, z_query = embed_episode(model, episode)
+    return -squared_distances(z_query, prototypes(z_support, episode.support_labels, episode.ways))
+
+
+def protonet_loss(model: nn.Module, episode: Episode) -> tuple[Tensor, Tensor]:
+    """Cross-entropy over the query set and the query accuracy (a 0-d tensor)."""
+    logits = protonet_logits(model, episode)
+    loss = F.cross_entropy(logits, episode.query_labels)
+    accuracy = (logits.argmax(1) == episode.query_labels).float().mean()
+    return loss, accuracy
+
+
+def protonet_train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, episode: Episode
+) -> StepResult:
+    """One episode of meta-training: forward, backward, optimizer step."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss, accuracy = protonet_loss(model, episode)
+    loss.backward()
+    optimizer.step()
+    return StepResult(loss.item(), accuracy.item())
+
+
+@torch.no_grad()
+def protonet_evaluate(model: nn.Module, episode: Episode) -> float:
+    """Query accuracy of one episode in evaluation mode."""
+    model.eval()
+    return float(protonet_loss(model, episode)[1])

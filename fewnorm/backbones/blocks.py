@@ -1,0 +1,48 @@
+"""Conv-norm-activation blocks built from any registered normalizer, by its kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from fewnorm.norms import NormKind, get_norm
+
+
+def conv_norm_act(
+    in_channels: int,
+    out_channels: int,
+    norm: str,
+    norm_options: Mapping[str, Any] | None = None,
+    *,
+    kernel_size: int = 3,
+    stride: int = 1,
+    padding: int = 1,
+    activation: bool = True,
+) -> nn.Sequential:
+    """``conv -> norm -> ReLU`` for the normalizer ``norm``, shaped by its kind.
+
+    - ``activation``: a plain conv, the normalizer, then ReLU;
+    - ``conv``: the normalizer owns the conv (it gets the geometry), then ReLU;
+    - ``norm-act``: a plain conv, then the normalizer, which is the activation too.
+    """
+    spec = get_norm(norm)
+    options = dict(norm_options or {})
+    layers: list[nn.Module] = []
+    if spec.kind is NormKind.CONV:
+        geometry = {
+            "in_channels": in_channels,
+            "kernel_size": kernel_size,
+            "stride": stride,
+            "padding": padding,
+        }
+        layers.append(spec.build(out_channels, **geometry, **options))
+    else:
+        layers.append(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=spec.conv_bias)
+        )
+        layers.append(spec.build(out_channels, **options))
+    if activation and spec.kind is not NormKind.NORM_ACT:
+        layers.append(nn.ReLU(inplace=False))
+    return nn.Sequential(*layers)

@@ -1,0 +1,113 @@
+"""Typed, validated run configuration: YAML presets, then command-line overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fewnorm.errors import ConfigError
+
+ALGORITHMS = ("protonet",)
+
+
+class RunConfig(BaseModel):
+    """Everything that decides a run's result; saved resolved in every run directory."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    algo: str = "protonet"
+    dataset: str = "omniglot-minimal"
+    backbone: str = "conv4"
+    hidden: int = Field(64, gt=0, description="filters per Conv-4 block")
+    norm: str = "batchnorm"
+    norm_options: dict[str, Any] = Field(default_factory=dict)
+
+    ways: int = Field(5, gt=0, description="ways of validation and test episodes")
+    shots: int = Field(1, gt=0)
+    queries: int = Field(15, gt=0, description="queries per class in validation and test")
+    train_ways: int | None = Field(20, gt=0, description="ways in training (None: --ways)")
+    train_shots: int | None = Field(None, gt=0, description="None: --shots")
+    train_queries: int = Field(5, gt=0)
+
+    episodes: int = Field(1500, gt=0, description="training episodes")
+    lr: float = Field(1e-3, gt=0)
+    lr_halve_every: int = Field(0, ge=0, description="halve lr every N episodes (0: never)")
+    val_every: int = Field(250, gt=0)
+    val_episodes: int = Field(200, gt=0)
+    test_episodes: int = Field(600, gt=0)
+
+    seed: int = 0
+    val_seed: int = Field(10_000_000, ge=0, description="val episode i is drawn from val_seed + i")
+    test_seed: int = Field(20_000_000, ge=0, description="test episode i from test_seed + i")
+    device: str = "cpu"
+    data_root: str | None = None
+
+    @model_validator(mode="after")
+    def _known_algorithm(self) -> RunConfig:
+        if self.algo not in ALGORITHMS:
+            from fewnorm.names import unknown_name
+
+            raise unknown_name("algorithm", self.algo, ALGORITHMS)
+        return self
+
+    @property
+    def effective_train_ways(self) -> int:
+        return self.train_ways or self.ways
+
+    @property
+    def effective_train_shots(self) -> int:
+        return self.train_shots or self.shots
+
+
+def _one_line(exc: ValidationError, where: str) -> ConfigError:
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(config)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        known = ", ".join(RunConfig.model_fields)
+        return ConfigError(f"{where}: unknown key '{key}'; known keys: {known}")
+    return ConfigError(f"{where}: key '{key}': {msg} (got {first.get('input')!r})")
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping (validated later, with overrides applied)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file '{path}': {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "parse error"
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
+    return data
+
+
+def resolve_config(
+    file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> RunConfig:
+    """Defaults, then the YAML ``file``, then ``overrides`` (command-line options that were set)."""
+    values: dict[str, Any] = {}
+    where = "options"
+    if file is not None:
+        values.update(load_config_file(file))
+        where = f"config '{file}'"
+    try:
+        RunConfig.model_validate(values)  # name the file when the file itself is wrong
+    except ValidationError as exc:
+        raise _one_line(exc, where) from None
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as exc:
+        raise _one_line(exc, "options") from None

@@ -1,0 +1,172 @@
+"""``fewnorm train`` / ``evaluate`` / ``norms`` end to end on a short omniglot-minimal run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fewnorm.cli.main import app
+
+pytestmark = pytest.mark.data
+SHORT = ["--episodes", "6", "--val-every", "3", "--val-episodes", "4", "--test-episodes", "8",
+         "--train-ways", "5", "--train-queries", "2", "--no-progress"]
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, omniglot_root: Path) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run") / "r"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEWNORM_DATA", str(omniglot_root))
+        code, stdout, stderr = invoke("train", "--norm", "gn", "--norm-opt", "groups=8",
+                                      *SHORT, "--out", str(out), "--json")
+    assert code == 0, stderr
+    return out, json.loads(stdout)
+
+
+def test_train_writes_a_complete_run_directory(trained_run: tuple[Path, dict]) -> None:
+    out, summary = trained_run
+    assert summary["config"]["norm"] == "groupnorm"
+    assert summary["config"]["norm_options"] == {"groups": 8}
+    assert summary["test"]["episodes"] == 8
+    assert 0.0 <= summary["test"]["accuracy"] <= 1.0
+    for name in ("config.yaml", "versions.json", "metrics.jsonl", "best.pt", "summary.json"):
+        assert (out / name).is_file(), name
+    versions = json.loads((out / "versions.json").read_text())
+    assert {"python", "torch", "fewnorm", "plugins"} <= set(versions)
+    kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert kinds.count("val") == 2 and "train" in kinds
+
+
+def test_evaluate_reproduces_the_test_score(trained_run: tuple[Path, dict], data_env: Path) -> None:
+    out, summary = trained_run
+    code, stdout, stderr = invoke("evaluate", str(out), "--json", "--no-progress")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-12)
+    code, stdout, _ = invoke("evaluate", str(out / "best.pt"), "--ways", "10", "--episodes", "3",
+                             "--json", "--no-progress")
+    assert code == 0
+    assert json.loads(stdout)["ways"] == 10
+
+
+def test_same_seed_same_numbers(trained_run: tuple[Path, dict], data_env: Path, tmp_path: Path) -> None:
+    _, summary = trained_run
+    code, stdout, stderr = invoke("train", "--norm", "groupnorm", "--norm-opt", "groups=8", *SHORT,
+                                  "--out", str(tmp_path / "again"), "--json")
+    assert code == 0, stderr
+    again = json.loads(stdout)
+    assert again["test"] == summary["test"]
+    assert again["best_val_accuracy"] == summary["best_val_accuracy"]
+
+
+def test_human_summary_table(data_env: Path, tmp_path: Path) -> None:
+    code, stdout, _ = invoke("train", "--norm", "batchnorm", "--norm-opt", "mode=support", *SHORT,
+                             "--out", str(tmp_path / "t"))
+    assert code == 0
+    for text in ("fewnorm run summary", "batchnorm (mode=support)", "test accuracy (95% CI)", "±"):
+        assert text in stdout
+
+
+def test_config_file_with_overrides(data_env: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("norm: layernorm\nways: 3\nqueries: 4\n")
+    code, stdout, stderr = invoke("train", "--config", str(config), "--ways", "4", *SHORT,
+                                  "--out", str(tmp_path / "c"), "--json")
+    assert code == 0, stderr
+    cfg = json.loads(stdout)["config"]
+    assert (cfg["norm"], cfg["ways"], cfg["queries"]) == ("layernorm", 4, 4)
+
+
+BAD_INPUTS = [
+    (["--norm", "grupnorm"], "unknown normalizer 'grupnorm'. Did you mean 'groupnorm'?"),
+    (["--norm-opt", "groups"], "--norm-opt expects key=value"),
+    (["--norm", "groupnorm", "--norm-opt", "grups=2"], "has no option 'grups'"),
+    (["--norm", "groupnorm", "--norm-opt", "groups=7"], "positive divisor"),
+    (["--norm", "batchnorm", "--norm-opt", "mode=global"], "mode must be one of"),
+    (["--ways", "30"], "need 30 classes but there are 27 in the val split"),
+    (["--shots", "10", "--queries", "15"], "exceeds the 20 images"),
+    (["--episodes", "0"], "key 'episodes': Input should be greater than 0"),
+    (["--dataset", "omniglott"], "unknown dataset 'omniglott'. Did you mean 'omniglot'?"),
+    (["--algo", "protonets"], "unknown algorithm 'protonets'"),
+    (["--device", "cuda"], "CUDA is not available"),
+    (["--plugin", "no_such_plugin_module"], "plugin 'no_such_plugin_module' could not be imported"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
+def test_bad_input_is_one_clear_line(args: list[str], message: str, data_env: Path, tmp_path: Path) -> None:
+    if "--device" in args and __import__("torch").cuda.is_available():
+        pytest.skip("CUDA present")
+    code, stdout, stderr = invoke("train", *SHORT, *args, "--out", str(tmp_path / "bad"))
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert "Traceback" not in stderr + stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("wayz: 3\n", "unknown key 'wayz'"), ("ways: three\n", "key 'ways': Input should be a valid integer"),
+     ("- a\n- b\n", "must hold a mapping"), ("ways: [\n", "not valid YAML")],
+)
+def test_bad_config_file(content: str, message: str, tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    code, _, stderr = invoke("train", "--config", str(config))
+    assert code == 2
+    assert message in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_missing_config_and_checkpoint(tmp_path: Path) -> None:
+    code, _, stderr = invoke("train", "--config", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "cannot read config file" in stderr
+    code, _, stderr = invoke("evaluate", str(tmp_path))
+    assert code == 2 and "no checkpoint at" in stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    code, _, stderr = invoke("evaluate", str(junk))
+    assert code == 2 and "not a readable fewnorm checkpoint" in stderr
+
+
+def test_finished_run_directory_is_not_overwritten(trained_run: tuple[Path, dict], data_env: Path) -> None:
+    out, _ = trained_run
+    before = (out / "summary.json").read_bytes()
+    code, _, stderr = invoke("train", *SHORT, "--out", str(out))
+    assert code == 2 and "already holds a finished run" in stderr
+    assert (out / "summary.json").read_bytes() == before
+
+
+def test_norms_listing_and_show() -> None:
+    code, stdout, _ = invoke("norms", "--json")
+    assert code == 0
+    names = {n["name"] for n in json.loads(stdout)}
+    assert {"batchnorm", "groupnorm", "layernorm", "instancenorm", "none"} <= names
+    code, stdout, _ = invoke("norms", "show", "BN", "--json")
+    assert code == 0
+    shown = json.loads(stdout)
+    assert shown["options"]["mode"]["default"] == "transductive"
+    code, _, stderr = invoke("norms", "show", "batchnrm")
+    assert code == 2 and "Did you mean 'batchnorm'?" in stderr
+
+
+def test_help_and_norms_do_not_import_torch() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from fewnorm.cli.main import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+        "r = CliRunner().invoke(app, ['norms']); assert r.exit_code == 0, r.output; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
