@@ -1,0 +1,54 @@
+"""Run configuration: presets validate, overrides win, bad keys and types are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fewnorm.config import RunConfig, resolve_config
+from fewnorm.errors import ConfigError
+from fewnorm.norms import get_norm
+
+PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_validates(preset: Path) -> None:
+    config = resolve_config(preset)
+    spec = get_norm(config.norm)
+    spec.check_options(config.norm_options)
+
+
+def test_protonet_presets_carry_published_hyperparameters() -> None:
+    config = resolve_config(Path(__file__).resolve().parents[1] / "configs/protonet/omniglot-5w1s.yaml")
+    assert (config.train_ways, config.lr, config.lr_halve_every, config.test_episodes) == (
+        60, 1e-3, 2000, 600)
+
+
+def test_overrides_beat_file_and_none_means_unset(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("ways: 3\nshots: 2\n")
+    config = resolve_config(file, {"ways": 7, "shots": None})
+    assert (config.ways, config.shots) == (7, 2)
+
+
+def test_defaults_and_effective_values() -> None:
+    config = RunConfig()
+    assert config.effective_train_ways == 20
+    assert config.effective_train_shots == config.shots == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"nope": 1}, "unknown key 'nope'"),
+        ({"lr": "fast"}, "key 'lr'"),
+        ({"ways": 2.5}, "key 'ways'"),
+        ({"test_episodes": -1}, "key 'test_episodes'"),
+        ({"norm_options": [1]}, "key 'norm_options'"),
+    ],
+)
+def test_bad_values_are_named(values: dict[str, object], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(None, values)
