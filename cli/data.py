@@ -1,0 +1,190 @@
+"""``fewnorm data``: download, verify and inspect the Omniglot files and cached stores.
+
+None of these commands imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from fewnorm.data.files import KNOWN_FILES, FileStatus, check_file, download_hint
+from fewnorm.data.registry import DATASETS, canonical_dataset, dataset_files
+from fewnorm.data.root import describe_data_root, omniglot_dir, store_cache_dir
+
+app = typer.Typer(
+    help="Download, verify and inspect datasets (Omniglot zips and cached image stores).",
+    no_args_is_help=True,
+)
+
+DataRoot = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root", help="Data root holding omniglot/ (default: $FEWNORM_DATA, else the "
+        "user cache)."
+    ),
+]
+# Consoles resolve sys.stdout / sys.stderr when printing, so test runners capture them.
+stdout = Console()
+stderr = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
+
+
+class Subset(StrEnum):
+    """Download subsets: the two small zips, background + evaluation, or all four."""
+
+    all = "all"
+    full = "full"
+    minimal = "minimal"
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: JSON alone on stdout."""
+    stdout.file.write(json.dumps(data, indent=2) + "\n")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def _files_table(title: str, statuses: list[FileStatus]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("file", "present", "size", "md5", "status"):
+        table.add_column(column, overflow="fold")
+    for s in statuses:
+        state = "[green]ok[/]" if s.ok else f"[red]{'corrupt' if s.present else 'missing'}[/]"
+        table.add_row(s.name, s.kind or "no", _size(s.size), s.md5 or "-", state)
+    return table
+
+
+@app.command()
+def download(
+    dataset: Annotated[str, typer.Argument(help=f"Dataset: {', '.join(DATASETS)}.")],
+    subset: Annotated[
+        Subset | None,
+        typer.Option(help="Files to fetch (default: what DATASET needs; omniglot: full)."),
+    ] = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Download the official zips (or from $FEWNORM_MIRROR), verify them, skip intact ones."""
+    from fewnorm.data.download import download as fetch
+
+    tasks: dict[str, TaskID] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn())
+    # No live display when stderr is not a terminal: it would only leave blank lines.
+    with Progress(*columns, console=stderr, transient=True,
+                  disable=not stderr.is_terminal) as progress:
+
+        def on_bytes(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done)
+
+        results = fetch(dataset, subset.value if subset else None, data_root, progress=on_bytes)
+    table = Table(title=f"Omniglot files in {results[0].path.parent}", title_justify="left")
+    for column in ("file", "status", "size"):
+        table.add_column(column)
+    for r in results:
+        status = "[green]downloaded[/]" if r.status == "downloaded" else "already present"
+        table.add_row(r.name, status, _size(r.size))
+    stdout.print(table)
+
+
+@app.command()
+def verify(
+    dataset: Annotated[
+        str | None,
+        typer.Argument(help=f"Dataset whose files must be intact ({', '.join(DATASETS)})."),
+    ] = None,
+    data_root: DataRoot = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Check each file: present, size, checksum; exit code 1 on a missing or corrupt one.
+
+    With DATASET, its files must all be intact; without, every present file must be intact
+    and at least one dataset complete.
+    """
+    root, _ = describe_data_root(data_root)
+    directory = omniglot_dir(root)
+    names = dataset_files(dataset) if dataset else list(KNOWN_FILES)
+    by_name = {name: check_file(directory, name) for name in KNOWN_FILES}
+    statuses = [by_name[name] for name in names]
+    complete = {d: all(by_name[n].ok for n in dataset_files(d)) for d in DATASETS}
+    if dataset:
+        ok = all(s.ok for s in statuses)
+    else:
+        ok = not any(s.present and not s.ok for s in statuses) and any(complete.values())
+    if json_output:
+        print_json({
+            "root": str(root), "directory": str(directory),
+            "dataset": canonical_dataset(dataset) if dataset else None, "ok": ok,
+            "datasets": complete, "files": [s.to_json() for s in statuses],
+        })
+    else:
+        stdout.print(_files_table(f"Omniglot files in {directory}", statuses))
+        for s in statuses:
+            if s.problem and s.present:
+                stderr.print(f"[red]{escape(s.problem)}[/]", soft_wrap=True)
+        ready = ", ".join(d for d, c in complete.items() if c) or "none"
+        stdout.print(f"datasets ready: {ready}", soft_wrap=True)
+        if not ok:
+            bad = [s.name for s in statuses if not s.ok] or list(KNOWN_FILES)
+            stderr.print(f"[red]verification failed[/]: get the missing or corrupt files with "
+                         f"{download_hint(bad)} (add --data-root {escape(str(root))} if needed).",
+                         soft_wrap=True)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _cached_stores(directory: Path) -> list[dict[str, Any]]:
+    if not directory.is_dir():
+        return []
+    return [{"file": p.name, "size": p.stat().st_size} for p in sorted(directory.glob("*.pt"))]
+
+
+@app.command()
+def info(data_root: DataRoot = None, json_output: JsonFlag = False) -> None:
+    """The data root in use and why, every known file, and the cached image stores."""
+    root, how = describe_data_root(data_root)
+    directory = omniglot_dir(root)
+    cache = store_cache_dir(root)
+    statuses = [check_file(directory, name) for name in KNOWN_FILES]
+    stores = _cached_stores(cache)
+    if json_output:
+        print_json({
+            "root": str(root), "root_source": how, "directory": str(directory),
+            "cache_dir": str(cache), "files": [s.to_json() for s in statuses],
+            "stores": stores,
+        })
+        return
+    stdout.print(f"data root: [bold]{escape(str(root))}[/] (from {how})", soft_wrap=True)
+    stdout.print(f"store cache: {escape(str(cache))}", soft_wrap=True)
+    stdout.print(_files_table(f"Omniglot files in {directory}", statuses))
+    if not stores:
+        stdout.print("no cached stores yet (the first load of a split builds one)")
+        return
+    table = Table(title=f"{len(stores)} cached stores", title_justify="left")
+    table.add_column("file", overflow="fold")
+    table.add_column("size")
+    for store in stores:
+        table.add_row(store["file"], _size(store["size"]))
+    stdout.print(table)

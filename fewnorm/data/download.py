@@ -1,0 +1,166 @@
+"""Download the official Omniglot zips, verified and atomic (no torch import).
+
+Each file streams into a temporary file in the target folder, its MD5 (and SHA256 where
+known) is checked, and only then is it renamed into place: a failed or corrupt download
+leaves nothing behind, and a file already present and intact is not fetched again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fewnorm.data.files import KNOWN_FILES, corrupt_message, file_digests
+from fewnorm.data.registry import DEFAULT_SUBSET, canonical_dataset, subset_files
+from fewnorm.data.root import omniglot_dir, resolve_data_root
+from fewnorm.errors import DataError
+
+#: Where the official release lives.
+BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
+#: Environment variable with a base URL (file://, http:// or https://) that replaces BASE_URL.
+ENV_MIRROR = "FEWNORM_MIRROR"
+_SCHEMES = ("file", "http", "https")
+_CHUNK = 1 << 16
+
+#: ``progress(file_name, bytes_done, bytes_total_or_None)``, called as bytes arrive.
+ProgressFn = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What happened to one file."""
+
+    name: str
+    path: Path
+    status: Literal["downloaded", "present"]
+    size: int
+    url: str | None  # None when the file was already present
+
+
+def base_url() -> str:
+    """``$FEWNORM_MIRROR`` (checked, with a trailing ``/``) if set, else :data:`BASE_URL`."""
+    mirror = os.environ.get(ENV_MIRROR, "").strip()
+    if not mirror:
+        return BASE_URL
+    if urllib.parse.urlsplit(mirror).scheme not in _SCHEMES:
+        raise DataError(
+            f"${ENV_MIRROR} must be a base URL starting with file://, http:// or https://, "
+            f"got '{mirror}'."
+        )
+    return mirror if mirror.endswith("/") else mirror + "/"
+
+
+def _is_intact(path: Path, name: str) -> bool:
+    if not path.is_file():
+        return False
+    md5, sha256 = file_digests(path)
+    return corrupt_message(KNOWN_FILES[name], path, md5, sha256) is None
+
+
+def download(
+    dataset: str = "omniglot",
+    subset: str | None = None,
+    root: Path | str | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    timeout: float = 60.0,
+) -> list[DownloadResult]:
+    """Fetch the zips of ``subset`` (``minimal``, ``full`` or ``all``) into ``<root>/omniglot``.
+
+    ``subset`` defaults to what ``dataset`` needs (``omniglot``: full, ``omniglot-minimal``:
+    minimal). Files already present and intact are skipped. Raises :class:`DataError` on a
+    network failure or a checksum mismatch, leaving no partial file.
+    """
+    dataset = canonical_dataset(dataset)
+    names = subset_files(subset or DEFAULT_SUBSET[dataset])
+    directory = omniglot_dir(resolve_data_root(root))
+    base = base_url()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            f"cannot create {directory} ({exc.strerror}); choose another --data-root."
+        ) from None
+    results: list[DownloadResult] = []
+    failed: list[tuple[str, DataError]] = []
+    for name in names:  # try every file: one unreachable zip should not block the others
+        path = directory / name
+        if _is_intact(path, name):
+            results.append(DownloadResult(name, path, "present", path.stat().st_size, None))
+            continue
+        try:
+            results.append(_fetch(name, base + name, path, progress, timeout))
+        except DataError as exc:
+            failed.append((name, exc))
+    if failed:
+        message = str(failed[0][1])
+        if len(failed) > 1:
+            message += f" Also failed: {', '.join(name for name, _ in failed[1:])}."
+        if results:
+            message += f" In place: {', '.join(r.name for r in results)}."
+        raise DataError(message)
+    return results
+
+
+def _fetch(
+    name: str, url: str, path: Path, progress: ProgressFn | None, timeout: float
+) -> DownloadResult:
+    known = KNOWN_FILES[name]
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write into {path.parent} ({exc.strerror}); choose another --data-root."
+        ) from None
+    tmp = Path(tmp_name)
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    done = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if hasattr(os, "fchmod"):  # mkstemp makes it owner-only; a dataset is not secret
+                os.fchmod(out.fileno(), 0o644)
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() else known.size
+                    if progress is not None:
+                        progress(name, 0, total)
+                    while chunk := resp.read(_CHUNK):
+                        out.write(chunk)
+                        md5.update(chunk)
+                        sha.update(chunk)
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(name, done, total)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                raise DataError(
+                    f"could not download {url}: {reason}. Check the network, or set "
+                    f"${ENV_MIRROR} to a base URL (file://, http:// or https://) that "
+                    f"serves {name}."
+                ) from None
+            out.flush()
+            os.fsync(out.fileno())
+        if md5.hexdigest() != known.md5 or (
+            known.sha256 is not None and sha.hexdigest() != known.sha256
+        ):
+            raise DataError(
+                f"downloaded {name} from {url} is corrupt: MD5 expected {known.md5}, got "
+                f"{md5.hexdigest()} ({done} bytes). Nothing was kept; try again or set "
+                f"${ENV_MIRROR} to another source."
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return DownloadResult(name, path, "downloaded", done, url)

@@ -1,0 +1,218 @@
+"""Omniglot splits: decode and resize the PNGs once, then serve a cached :class:`ImageStore`.
+
+Splits (alphabet-disjoint between train and test in both datasets):
+
+``omniglot``
+    train: the 30 ``images_background`` alphabets minus :data:`VAL_ALPHABETS`
+    (25 alphabets, 796 characters; rotated x4); val: :data:`VAL_ALPHABETS` (5 alphabets,
+    168 characters, chosen once so that validation, like test, sees unseen alphabets and
+    is about the size of the Vinyals validation split); test: the 20 ``images_evaluation``
+    alphabets (659 characters).
+``omniglot-minimal``
+    train: ``images_background_small1`` (136 characters) minus a fixed 20% of its
+    characters, drawn with ``torch.randperm`` from a generator seeded with 0 (109 left;
+    rotated x4); val: those 27 characters; test: the :data:`MINIMAL_TEST_ALPHABETS` of
+    ``images_background_small2`` that small1 lacks (106 characters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fewnorm.data.files import Source, require_sources
+from fewnorm.data.registry import canonical_dataset, check_split, split_files
+from fewnorm.data.root import omniglot_dir, resolve_data_root, store_cache_dir
+from fewnorm.data.store import STORE_VERSION, ImageStore
+from fewnorm.errors import DataError, OptionError
+
+log = logging.getLogger(__name__)
+
+#: Bump when preprocessing changes: it is part of every cache key.
+PREPROCESS_VERSION = 1
+#: Background alphabets held out of ``omniglot`` training for validation (fixed, documented).
+VAL_ALPHABETS: tuple[str, ...] = ("Armenian", "Bengali", "Cyrillic", "Futurama", "Hebrew")
+#: The alphabets of ``images_background_small2`` absent from small1: the minimal test split.
+MINIMAL_TEST_ALPHABETS: tuple[str, ...] = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
+MINIMAL_VAL_FRACTION = 0.2
+MINIMAL_VAL_SEED = 0
+#: Degrees of the rotated copies added as classes of their own to training splits.
+ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
+# Images per interpolate call: a (256, 1, 105, 105) float chunk (11 MB) stays in cache,
+# which measured several times faster than one call on the whole split.
+_CHUNK = 256
+
+Character = tuple[str, str]  # (alphabet, character folder)
+
+
+def load_split(
+    dataset: str,
+    split: str,
+    root: Path | str | None = None,
+    *,
+    image_size: int = 28,
+    rotations: bool | None = None,
+) -> ImageStore:
+    """The preprocessed images of one split, from the cache or built once from the zips.
+
+    Images are ``(N, 1, image_size, image_size)`` uint8, strokes 255 on a 0 background,
+    classes sorted by alphabet then character, images by file name. ``rotations`` (default:
+    only for ``"train"``) adds each character rotated by 90, 180 and 270 degrees as three
+    more classes, right after the original and named ``"<Alphabet>/<character>/rot90"`` etc.
+    """
+    dataset = canonical_dataset(dataset)
+    check_split(split)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise OptionError(f"image_size must be a positive integer, got {image_size!r}.")
+    rotate = split == "train" if rotations is None else bool(rotations)
+    if rotate and split != "train":
+        raise OptionError(f"rotations apply to the train split only, not '{split}'.")
+    data_root = resolve_data_root(root)
+    sources = require_sources(
+        omniglot_dir(data_root), split_files(dataset, split),
+        needed_by=f"dataset '{dataset}' (split '{split}')",
+    )
+    key = _cache_key(dataset, split, image_size, rotate, sources)
+    rot = "-rot4" if rotate else ""
+    cache_path = store_cache_dir(data_root) / f"{dataset}-{split}-{image_size}px{rot}-{key}.pt"
+    if cache_path.is_file():
+        try:
+            store = ImageStore.load(cache_path)
+            log.debug("loaded cached store %s", cache_path)
+            return store
+        except DataError as exc:
+            log.warning("rebuilding unreadable cached store: %s", exc)
+    start = time.perf_counter()
+    store = _build(dataset, split, sources, image_size, rotate)
+    log.info("built %s/%s (%d classes) in %.2f s", dataset, split, store.num_classes,
+             time.perf_counter() - start)
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        store.save(cache_path)
+    except OSError as exc:  # a cache we cannot write only costs time on the next run
+        log.warning("could not cache the store at %s: %s", cache_path, exc)
+    return store
+
+
+def _cache_key(
+    dataset: str, split: str, image_size: int, rotate: bool, sources: list[Source]
+) -> str:
+    spec = {
+        "preprocess": PREPROCESS_VERSION,
+        "store": STORE_VERSION,
+        "dataset": dataset,
+        "split": split,
+        "image_size": image_size,
+        "rotations": rotate,
+        "val_alphabets": VAL_ALPHABETS,
+        "minimal": [MINIMAL_TEST_ALPHABETS, MINIMAL_VAL_FRACTION, MINIMAL_VAL_SEED],
+        "sources": [s.identity() for s in sources],
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _characters(source: Source) -> dict[Character, list[str]]:
+    """Image paths of ``source`` by (alphabet, character), both sorted."""
+    chars: dict[Character, list[str]] = {}
+    for rel in source.list_images():  # sorted, so each list is sorted by file name
+        alphabet, character, _ = rel.split("/")
+        chars.setdefault((alphabet, character), []).append(rel)
+    return dict(sorted(chars.items()))
+
+
+def _only_alphabets(
+    chars: dict[Character, list[str]], alphabets: tuple[str, ...], source: Source, keep: bool
+) -> dict[Character, list[str]]:
+    """Characters of ``alphabets`` (``keep``) or of all others; every alphabet must exist."""
+    missing = set(alphabets) - {a for a, _ in chars}
+    if missing:
+        raise DataError(
+            f"{source.path} lacks the alphabets {', '.join(sorted(missing))}: not the official "
+            f"{source.known.name}. Delete it and download it again."
+        )
+    return {k: v for k, v in chars.items() if (k[0] in alphabets) == keep}
+
+
+def _select(dataset: str, split: str, source: Source) -> dict[Character, list[str]]:
+    """The characters of ``split`` with their image paths, sorted."""
+    chars = _characters(source)
+    if dataset == "omniglot":
+        if split == "test":
+            return chars
+        return _only_alphabets(chars, VAL_ALPHABETS, source, keep=split == "val")
+    if split == "test":
+        return _only_alphabets(chars, MINIMAL_TEST_ALPHABETS, source, keep=True)
+    keys = list(chars)
+    gen = torch.Generator().manual_seed(MINIMAL_VAL_SEED)
+    perm = torch.randperm(len(keys), generator=gen)
+    val = {keys[i] for i in perm[: round(MINIMAL_VAL_FRACTION * len(keys))].tolist()}
+    return {k: v for k, v in chars.items() if (k in val) == (split == "val")}
+
+
+def decode_pngs(blobs: list[bytes], names: list[str]) -> torch.Tensor:
+    """Decode grayscale PNGs of one size into an ``(N, H, W)`` uint8 tensor.
+
+    PIL, not ``torchvision.io``: decoding is equally fast for these 1-bit PNGs (~50 us
+    each) and importing torchvision would add over a second to every first load.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    raw, size = [], None
+    for blob, name in zip(blobs, names, strict=True):
+        try:
+            im = Image.open(io.BytesIO(blob)).convert("L")
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(f"cannot decode image {name}: {exc}") from None
+        size = size or im.size
+        if im.size != size:
+            raise DataError(f"image {name} is {im.size}, expected {size} like the others.")
+        raw.append(im.tobytes())
+    if size is None:
+        raise DataError("no images to decode.")
+    w, h = size
+    return torch.frombuffer(bytearray(b"".join(raw)), dtype=torch.uint8).view(-1, h, w)
+
+
+def preprocess(raw: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Invert and resize ``(N, H, W)`` uint8 scans to ``(N, 1, image_size, image_size)`` uint8.
+
+    Scans are black strokes (0) on white (255); inverting makes strokes 255 on a 0
+    background. Bilinear with antialiasing averages the 105x105 pixels each output pixel
+    covers, so thin strokes fade to grey rather than vanish.
+    """
+    out = torch.empty(raw.shape[0], 1, image_size, image_size, dtype=torch.uint8)
+    for i in range(0, raw.shape[0], _CHUNK):
+        x = (255 - raw[i : i + _CHUNK]).unsqueeze(1).float()  # (n, 1, H, W)
+        if x.shape[-2:] != (image_size, image_size):
+            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        out[i : i + _CHUNK] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _build(
+    dataset: str, split: str, sources: list[Source], image_size: int, rotate: bool
+) -> ImageStore:
+    (source,) = sources  # every split reads exactly one archive
+    chars = _select(dataset, split, source)
+    paths = [p for rels in chars.values() for p in rels]
+    images = preprocess(decode_pngs(source.read(paths), paths), image_size)
+    per_class: list[torch.Tensor] = []
+    names: list[str] = []
+    start = 0
+    for (alphabet, character), rels in chars.items():
+        imgs = images[start : start + len(rels)]  # (n, 1, s, s)
+        start += len(rels)
+        for degrees in ROTATIONS if rotate else (0,):
+            # rot90 turns counter-clockwise in the (H, W) plane.
+            per_class.append(torch.rot90(imgs, degrees // 90, dims=(2, 3)))
+            suffix = f"/rot{degrees}" if degrees else ""
+            names.append(f"{alphabet}/{character}{suffix}")
+    return ImageStore.from_classes(per_class, names)

@@ -1,0 +1,70 @@
+"""Dataset and split names, and the files each dataset needs (no torch import)."""
+
+from __future__ import annotations
+
+from fewnorm.errors import DataError
+from fewnorm.names import normalize_name, unknown_name
+
+BACKGROUND = "images_background.zip"
+EVALUATION = "images_evaluation.zip"
+SMALL1 = "images_background_small1.zip"
+SMALL2 = "images_background_small2.zip"
+
+#: Every dataset :func:`fewnorm.data.load_split` serves, by canonical name.
+DATASETS: tuple[str, ...] = ("omniglot", "omniglot-minimal")
+
+#: Split names, in the order runs use them.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: Zips each split reads (train and val share their archive: val is held out of it).
+_SPLIT_FILES: dict[str, dict[str, tuple[str, ...]]] = {
+    "omniglot": {"train": (BACKGROUND,), "val": (BACKGROUND,), "test": (EVALUATION,)},
+    "omniglot-minimal": {"train": (SMALL1,), "val": (SMALL1,), "test": (SMALL2,)},
+}
+
+#: The download subsets of ``fewnorm data download``.
+SUBSETS: dict[str, tuple[str, ...]] = {
+    "minimal": (SMALL1, SMALL2),
+    "full": (BACKGROUND, EVALUATION),
+    "all": (BACKGROUND, EVALUATION, SMALL1, SMALL2),
+}
+
+#: The subset that ``fewnorm data download DATASET`` fetches when none is named.
+DEFAULT_SUBSET: dict[str, str] = {"omniglot": "full", "omniglot-minimal": "minimal"}
+
+
+def canonical_dataset(name: str) -> str:
+    """The canonical name of dataset ``name`` (case, ``_``, ``-`` and spaces ignored).
+
+    Raises :class:`~fewnorm.errors.UnknownNameError` with the closest match otherwise.
+    """
+    key = normalize_name(name)
+    for known in DATASETS:
+        if normalize_name(known) == key:
+            return known
+    raise unknown_name("dataset", name, DATASETS)
+
+
+def check_split(split: str) -> str:
+    """Return ``split`` if it is one of :data:`SPLITS`, else raise :class:`DataError`."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'; use one of: {', '.join(SPLITS)}.")
+    return split
+
+
+def dataset_files(dataset: str) -> list[str]:
+    """The zip names that ``dataset`` needs for all its splits, in a stable order."""
+    per_split = _SPLIT_FILES[canonical_dataset(dataset)]
+    return list(dict.fromkeys(name for split in SPLITS for name in per_split[split]))
+
+
+def split_files(dataset: str, split: str) -> list[str]:
+    """The zip names that one split of ``dataset`` reads."""
+    return list(_SPLIT_FILES[canonical_dataset(dataset)][check_split(split)])
+
+
+def subset_files(subset: str) -> list[str]:
+    """The zip names of a download subset (``minimal``, ``full`` or ``all``)."""
+    if subset not in SUBSETS:
+        raise DataError(f"unknown subset '{subset}'; use one of: {', '.join(SUBSETS)}.")
+    return list(SUBSETS[subset])
