@@ -35,8 +35,8 @@ app = typer.Typer(
 DataRoot = Annotated[
     Path | None,
     typer.Option(
-        "--data-root", help="Data root holding omniglot/ (default: $FEWNORM_DATA, else the "
-        "user cache)."
+        "--data-root",
+        help="Data root holding omniglot/ (default: $FEWNORM_DATA, else the user cache).",
     ),
 ]
 # Consoles resolve sys.stdout / sys.stderr when printing, so test runners capture them.
@@ -88,11 +88,16 @@ def download(
     from fewnorm.data.download import download as fetch
 
     tasks: dict[str, TaskID] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-               TransferSpeedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
     # No live display when stderr is not a terminal: it would only leave blank lines.
-    with Progress(*columns, console=stderr, transient=True,
-                  disable=not stderr.is_terminal) as progress:
+    with Progress(
+        *columns, console=stderr, transient=True, disable=not stderr.is_terminal
+    ) as progress:
 
         def on_bytes(name: str, done: int, total: int | None) -> None:
             if name not in tasks:
@@ -134,11 +139,16 @@ def verify(
     else:
         ok = not any(s.present and not s.ok for s in statuses) and any(complete.values())
     if json_output:
-        print_json({
-            "root": str(root), "directory": str(directory),
-            "dataset": canonical_dataset(dataset) if dataset else None, "ok": ok,
-            "datasets": complete, "files": [s.to_json() for s in statuses],
-        })
+        print_json(
+            {
+                "root": str(root),
+                "directory": str(directory),
+                "dataset": canonical_dataset(dataset) if dataset else None,
+                "ok": ok,
+                "datasets": complete,
+                "files": [s.to_json() for s in statuses],
+            }
+        )
     else:
         stdout.print(_files_table(f"Omniglot files in {directory}", statuses))
         for s in statuses:
@@ -148,9 +158,11 @@ def verify(
         stdout.print(f"datasets ready: {ready}", soft_wrap=True)
         if not ok:
             bad = [s.name for s in statuses if not s.ok] or list(KNOWN_FILES)
-            stderr.print(f"[red]verification failed[/]: get the missing or corrupt files with "
-                         f"{download_hint(bad)} (add --data-root {escape(str(root))} if needed).",
-                         soft_wrap=True)
+            stderr.print(
+                f"[red]verification failed[/]: get the missing or corrupt files with "
+                f"{download_hint(bad)} (add --data-root {escape(str(root))} if needed).",
+                soft_wrap=True,
+            )
     if not ok:
         raise typer.Exit(1)
 
@@ -170,11 +182,16 @@ def info(data_root: DataRoot = None, json_output: JsonFlag = False) -> None:
     statuses = [check_file(directory, name) for name in KNOWN_FILES]
     stores = _cached_stores(cache)
     if json_output:
-        print_json({
-            "root": str(root), "root_source": how, "directory": str(directory),
-            "cache_dir": str(cache), "files": [s.to_json() for s in statuses],
-            "stores": stores,
-        })
+        print_json(
+            {
+                "root": str(root),
+                "root_source": how,
+                "directory": str(directory),
+                "cache_dir": str(cache),
+                "files": [s.to_json() for s in statuses],
+                "stores": stores,
+            }
+        )
         return
     stdout.print(f"data root: [bold]{escape(str(root))}[/] (from {how})", soft_wrap=True)
     stdout.print(f"store cache: {escape(str(cache))}", soft_wrap=True)

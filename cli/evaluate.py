@@ -16,7 +16,9 @@ def evaluate(
     queries: int | None = typer.Option(None, help="Queries per class (default: the run's)."),
     episodes: int | None = typer.Option(None, help="Fixed test episodes (default: the run's)."),
     split: str = typer.Option("test", help="Split to score: test | val."),
-    data_root: Path | None = typer.Option(None, help="Data root (default: the run's, then $FEWNORM_DATA)."),
+    data_root: Path | None = typer.Option(
+        None, help="Data root (default: the run's, then $FEWNORM_DATA)."
+    ),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -31,8 +33,15 @@ def evaluate(
 
     with train_progress(progress and not json_output) as bars:
         result = evaluate_checkpoint(
-            run, ways=ways, shots=shots, queries=queries, episodes=episodes, split=split,
-            data_root=data_root, device=device, on_stage=bars.on_stage,
+            run,
+            ways=ways,
+            shots=shots,
+            queries=queries,
+            episodes=episodes,
+            split=split,
+            data_root=data_root,
+            device=device,
+            on_stage=bars.on_stage,
         )
     if json_output:
         print_json(result.to_dict())

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import typer
+from typer._click import Context
 from typer.core import TyperGroup
 
 from fewnorm.errors import FewnormError
@@ -14,7 +15,7 @@ from fewnorm.errors import FewnormError
 class _FewnormGroup(TyperGroup):
     """Turns a :class:`FewnormError` from any command into one line on stderr and exit 2."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except FewnormError as exc:
@@ -26,7 +27,7 @@ class _FewnormGroup(TyperGroup):
 app = typer.Typer(
     name="fewnorm",
     cls=_FewnormGroup,
-    help="Few-shot learning with any normalization layer: train, evaluate, list normalizers, manage data.",
+    help="Few-shot learning with any normalization layer: train, evaluate, list norms, data.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -45,8 +45,13 @@ def list_all(
         table.add_column(column, overflow="fold")
     for s in specs:
         table.add_row(
-            f"[bold]{s.name}[/]", ", ".join(s.aliases), s.kind.value, ", ".join(s.statistics),
-            "yes" if s.has_buffers else "no", s.paper, s.source,
+            f"[bold]{s.name}[/]",
+            ", ".join(s.aliases),
+            s.kind.value,
+            ", ".join(s.statistics),
+            "yes" if s.has_buffers else "no",
+            s.paper,
+            s.source,
         )
     stdout.print(table)
     for failure in FAILURES:
@@ -66,14 +71,26 @@ def show(
     spec = get_norm(name)
     options = spec.options()
     if json_output:
-        print_json(_spec_dict(spec) | {"options": {
-            k: {"default": None if o.required else o.default, "type": o.annotation,
-                "required": o.required} for k, o in options.items()}})
+        print_json(
+            _spec_dict(spec)
+            | {
+                "options": {
+                    k: {
+                        "default": None if o.required else o.default,
+                        "type": o.annotation,
+                        "required": o.required,
+                    }
+                    for k, o in options.items()
+                }
+            }
+        )
         return
     stdout.print(f"[bold]{spec.name}[/] — {spec.summary}")
-    stdout.print(f"paper: {spec.paper}\nkind: {spec.kind.value}   statistics: "
-                 f"{', '.join(spec.statistics)}   buffers: {'yes' if spec.has_buffers else 'no'}   "
-                 f"source: {spec.source}")
+    stdout.print(
+        f"paper: {spec.paper}\nkind: {spec.kind.value}   statistics: "
+        f"{', '.join(spec.statistics)}   buffers: {'yes' if spec.has_buffers else 'no'}   "
+        f"source: {spec.source}"
+    )
     if spec.aliases:
         stdout.print(f"aliases: {', '.join(spec.aliases)}")
     table = Table(title="options (--norm-opt key=value)", title_justify="left")
@@ -89,8 +106,13 @@ def show(
 
 def _spec_dict(spec: NormSpec) -> dict[str, object]:
     return {
-        "name": spec.name, "aliases": list(spec.aliases), "kind": spec.kind.value,
-        "statistics": list(spec.statistics), "has_buffers": spec.has_buffers,
-        "phase_aware": spec.phase_aware, "summary": spec.summary, "paper": spec.paper,
+        "name": spec.name,
+        "aliases": list(spec.aliases),
+        "kind": spec.kind.value,
+        "statistics": list(spec.statistics),
+        "has_buffers": spec.has_buffers,
+        "phase_aware": spec.phase_aware,
+        "summary": spec.summary,
+        "paper": spec.paper,
         "source": spec.source,
     }

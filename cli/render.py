@@ -57,7 +57,9 @@ class TrainProgress:
     def on_episode(self, log: EpisodeLog) -> None:
         if self.train_task is None:
             self.train_task = self.progress.add_task("train", total=log.total, loss=0.0, acc=0.0)
-        self.progress.update(self.train_task, completed=log.episode, loss=log.loss, acc=log.accuracy)
+        self.progress.update(
+            self.train_task, completed=log.episode, loss=log.loss, acc=log.accuracy
+        )
 
     def on_stage(self, name: str, total: int) -> Callable[[int], None]:
         task = self.progress.add_task(name, total=total, loss=float("nan"), acc=float("nan"))
@@ -105,15 +107,22 @@ def summary_table(summary: RunSummary) -> Table:
         ("algorithm", f"{c['algo']} ({c['backbone']}, hidden {c['hidden']})"),
         ("normalizer", norm_label(c["norm"], c["norm_options"])),
         ("ways / shots / queries", f"{c['ways']} / {c['shots']} / {c['queries']}"),
-        ("training ways / shots / queries",
-         f"{c['train_ways'] or c['ways']} / {c['train_shots'] or c['shots']} / {c['train_queries']}"),
+        (
+            "training ways / shots / queries",
+            f"{c['train_ways'] or c['ways']} / {c['train_shots'] or c['shots']} / {c['train_queries']}",
+        ),
         ("training episodes", str(c["episodes"])),
-        ("best validation accuracy",
-         f"{100 * summary.best_val_accuracy:.2f}% (episode {summary.best_val_episode})"),
+        (
+            "best validation accuracy",
+            f"{100 * summary.best_val_accuracy:.2f}% (episode {summary.best_val_episode})",
+        ),
         ("test accuracy (95% CI)", f"[bold green]{summary.test}[/]"),
         ("test episodes", str(summary.test.n)),
         ("parameters", f"{summary.parameters:,}"),
-        ("wall time", f"{summary.wall_seconds:.1f} s ({1e3 * summary.train_seconds_per_episode:.1f} ms/episode)"),
+        (
+            "wall time",
+            f"{summary.wall_seconds:.1f} s ({1e3 * summary.train_seconds_per_episode:.1f} ms/episode)",
+        ),
         ("run directory", summary.run_dir),
     ]
     for key, value in rows:

@@ -13,7 +13,7 @@ PLUGIN_HELP = "Load normalizer registration code from FILE.py or package.module 
 
 
 def parse_norm_options(pairs: list[str] | None) -> dict[str, str]:
-    """``["groups=8", "eps=1e-4"]`` -> ``{"groups": "8", "eps": "1e-4"}`` (typed later by the spec)."""
+    """``["groups=8", "eps=1e-4"]`` -> ``{"groups": "8", "eps": "1e-4"}`` (typed by the spec)."""
     options: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -37,22 +37,32 @@ def train(
     shots: int | None = typer.Option(None, help="Support images per class."),
     queries: int | None = typer.Option(None, help="Query images per class at validation/test."),
     train_ways: int | None = typer.Option(None, help="Ways of training episodes (default 20)."),
-    train_shots: int | None = typer.Option(None, help="Shots of training episodes (default --shots)."),
+    train_shots: int | None = typer.Option(
+        None, help="Shots of training episodes (default --shots)."
+    ),
     train_queries: int | None = typer.Option(None, help="Queries per class in training."),
     episodes: int | None = typer.Option(None, help="Training episodes."),
     norm: str | None = typer.Option(None, help="Normalizer name (see `fewnorm norms`)."),
-    norm_opt: list[str] | None = typer.Option(None, "--norm-opt", help="Normalizer option key=value (repeatable)."),
+    norm_opt: list[str] | None = typer.Option(
+        None, "--norm-opt", help="Normalizer option key=value (repeatable)."
+    ),
     backbone: str | None = typer.Option(None, help="Backbone: conv4."),
     hidden: int | None = typer.Option(None, help="Filters per Conv-4 block."),
     lr: float | None = typer.Option(None, help="Adam learning rate."),
     val_every: int | None = typer.Option(None, help="Validate every N training episodes."),
     val_episodes: int | None = typer.Option(None, help="Fixed validation episodes."),
     test_episodes: int | None = typer.Option(None, help="Fixed test episodes (>= 600 for papers)."),
-    config: Path | None = typer.Option(None, "--config", help="YAML config file; options override it."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML config file; options override it."
+    ),
     seed: int | None = typer.Option(None, help="Seed of initialization and training episodes."),
     device: str | None = typer.Option(None, help="cpu | cuda | cuda:N."),
-    data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
-    out: Path | None = typer.Option(None, help="Run directory (default runs/<time>-<dataset>-<norm>)."),
+    data_root: Path | None = typer.Option(
+        None, help="Data root (else $FEWNORM_DATA, else the user cache)."
+    ),
+    out: Path | None = typer.Option(
+        None, help="Run directory (default runs/<time>-<dataset>-<norm>)."
+    ),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
@@ -62,11 +72,25 @@ def train(
 
     load_plugins(plugin)
     overrides: dict[str, Any] = {
-        "algo": algo, "dataset": dataset, "ways": ways, "shots": shots, "queries": queries,
-        "train_ways": train_ways, "train_shots": train_shots, "train_queries": train_queries,
-        "episodes": episodes, "norm": norm, "backbone": backbone, "hidden": hidden, "lr": lr,
-        "val_every": val_every, "val_episodes": val_episodes, "test_episodes": test_episodes,
-        "seed": seed, "device": device, "data_root": str(data_root) if data_root else None,
+        "algo": algo,
+        "dataset": dataset,
+        "ways": ways,
+        "shots": shots,
+        "queries": queries,
+        "train_ways": train_ways,
+        "train_shots": train_shots,
+        "train_queries": train_queries,
+        "episodes": episodes,
+        "norm": norm,
+        "backbone": backbone,
+        "hidden": hidden,
+        "lr": lr,
+        "val_every": val_every,
+        "val_episodes": val_episodes,
+        "test_episodes": test_episodes,
+        "seed": seed,
+        "device": device,
+        "data_root": str(data_root) if data_root else None,
     }
     resolved = resolve_config(config, overrides)
     resolved = _check_norm(resolved, parse_norm_options(norm_opt))
@@ -76,7 +100,9 @@ def train(
     from fewnorm.episodes.loop import train as run_training
 
     with train_progress(progress and not json_output) as bars:
-        summary = run_training(resolved, run_dir, on_episode=bars.on_episode, on_stage=bars.on_stage)
+        summary = run_training(
+            resolved, run_dir, on_episode=bars.on_episode, on_stage=bars.on_stage
+        )
     if json_output:
         print_json(summary.to_dict() | {"test_accuracies": None})
     else:
@@ -85,9 +111,8 @@ def train(
 
 def _check_norm(config: Any, cli_options: dict[str, str]) -> Any:
     """Canonical normalizer name and typed options, checked before any data is loaded."""
-    from fewnorm.norms import get_norm
-
     from fewnorm.backbones import conv_norm_act
+    from fewnorm.norms import get_norm
 
     spec = get_norm(config.norm)
     options = spec.check_options({**config.norm_options, **cli_options})

@@ -1,1 +1,1 @@
-"""Episodic pipelines: sampler, pure step functions, training loop (installed as ``fewnorm.episodes``)."""
+"""Episodic pipelines: sampler, step functions, training loop (``fewnorm.episodes``)."""

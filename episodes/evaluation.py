@@ -29,10 +29,17 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "checkpoint": self.checkpoint, "dataset": self.config["dataset"], "split": self.split,
-            "norm": self.config["norm"], "norm_options": self.config["norm_options"],
-            "ways": self.ways, "shots": self.shots, "queries": self.queries,
-            "accuracy": self.accuracy.mean, "ci95": self.accuracy.ci95, "episodes": self.accuracy.n,
+            "checkpoint": self.checkpoint,
+            "dataset": self.config["dataset"],
+            "split": self.split,
+            "norm": self.config["norm"],
+            "norm_options": self.config["norm_options"],
+            "ways": self.ways,
+            "shots": self.shots,
+            "queries": self.queries,
+            "accuracy": self.accuracy.mean,
+            "ci95": self.accuracy.ci95,
+            "episodes": self.accuracy.n,
         }
 
 
@@ -66,5 +73,13 @@ def evaluate_checkpoint(
     seed = config.test_seed if split == "test" else config.val_seed
     callback = on_stage(split, episodes) if on_stage else None
     accuracies = evaluate(model, sampler, episodes, seed, dev, callback)
-    return EvalResult(str(path), config.model_dump(), split, ways, shots, queries,
-                      mean_ci95(accuracies), accuracies)
+    return EvalResult(
+        str(path),
+        config.model_dump(),
+        split,
+        ways,
+        shots,
+        queries,
+        mean_ci95(accuracies),
+        accuracies,
+    )

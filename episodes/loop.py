@@ -114,13 +114,23 @@ def train(
     """
     started = time.perf_counter()
     device = resolve_device(config.device)
-    stores = {split: load_split(config.dataset, split, config.data_root) for split in ("train", "val", "test")}
+    stores = {
+        split: load_split(config.dataset, split, config.data_root)
+        for split in ("train", "val", "test")
+    }
     train_sampler = EpisodeSampler(
-        stores["train"], config.effective_train_ways, config.effective_train_shots,
-        config.train_queries, split="train",
+        stores["train"],
+        config.effective_train_ways,
+        config.effective_train_shots,
+        config.train_queries,
+        split="train",
     )
-    val_sampler = EpisodeSampler(stores["val"], config.ways, config.shots, config.queries, split="val")
-    test_sampler = EpisodeSampler(stores["test"], config.ways, config.shots, config.queries, split="test")
+    val_sampler = EpisodeSampler(
+        stores["val"], config.ways, config.shots, config.queries, split="val"
+    )
+    test_sampler = EpisodeSampler(
+        stores["test"], config.ways, config.shots, config.queries, split="test"
+    )
 
     torch.manual_seed(config.seed)
     model = build_model(config, _channels(stores["train"])).to(device)
@@ -155,24 +165,41 @@ def train(
             on_episode(EpisodeLog(episode, config.episodes, result.loss, result.accuracy))
         if episode % 50 == 0 or episode == config.episodes:
             losses, accs = zip(*window, strict=True)
-            runs.log({"kind": "train", "episode": episode, "loss": sum(losses) / len(losses),
-                      "accuracy": sum(accs) / len(accs)})
+            runs.log(
+                {
+                    "kind": "train",
+                    "episode": episode,
+                    "loss": sum(losses) / len(losses),
+                    "accuracy": sum(accs) / len(accs),
+                }
+            )
             window.clear()
         if episode % config.val_every == 0 or episode == config.episodes:
             callback = on_stage("validate", config.val_episodes) if on_stage else None
-            val = mean_ci95(evaluate(model, val_sampler, config.val_episodes, config.val_seed,
-                                     device, callback))
+            val = mean_ci95(
+                evaluate(model, val_sampler, config.val_episodes, config.val_seed, device, callback)
+            )
             runs.log({"kind": "val", "episode": episode, "accuracy": val.mean, "ci95": val.ci95})
             if val.mean > best_acc:
                 best_acc, best_episode = val.mean, episode
                 best_state = copy.deepcopy(model.state_dict())
-                runs.save_checkpoint({"config": config.model_dump(), "model": best_state,
-                                      "episode": episode, "val_accuracy": val.mean})
-            log.info("episode %d: val %.4f (best %.4f @ %d)", episode, val.mean, best_acc, best_episode)
+                runs.save_checkpoint(
+                    {
+                        "config": config.model_dump(),
+                        "model": best_state,
+                        "episode": episode,
+                        "val_accuracy": val.mean,
+                    }
+                )
+            log.info(
+                "episode %d: val %.4f (best %.4f @ %d)", episode, val.mean, best_acc, best_episode
+            )
 
     model.load_state_dict(best_state)
     callback = on_stage("test", config.test_episodes) if on_stage else None
-    accuracies = evaluate(model, test_sampler, config.test_episodes, config.test_seed, device, callback)
+    accuracies = evaluate(
+        model, test_sampler, config.test_episodes, config.test_seed, device, callback
+    )
     summary = RunSummary(
         config=config.model_dump(),
         best_val_accuracy=best_acc,

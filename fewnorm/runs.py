@@ -115,7 +115,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise FewnormError(f"no checkpoint at '{file}'; pass a run directory or a .pt checkpoint")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt or foreign file: one line for the user
+    except Exception as exc:
         raise FewnormError(f"'{file}' is not a readable fewnorm checkpoint ({exc})") from None
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise FewnormError(f"'{file}' is not a fewnorm checkpoint (no config or model inside)")

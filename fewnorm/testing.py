@@ -106,7 +106,8 @@ class _Kit:
 
     def run(self, module: nn.Module, x: Tensor) -> Tensor:
         with task_scope(), norm_phase("support"):
-            return module(x)  # type: ignore[no-any-return]
+            out: Tensor = module(x)
+            return out
 
     # -- rules ---------------------------------------------------------------------------
 
@@ -127,8 +128,11 @@ class _Kit:
         for sub in module.modules():
             for key, value in vars(sub).items():
                 if isinstance(value, Tensor) and not isinstance(value, nn.Parameter):
-                    raise _fail("parameters_swappable", self.spec.name,
-                                f"plain tensor attribute '{key}': register it as a buffer")
+                    raise _fail(
+                        "parameters_swappable",
+                        self.spec.name,
+                        f"plain tensor attribute '{key}': register it as a buffer",
+                    )
         params = {k: v.detach().clone().requires_grad_(True) for k, v in module.named_parameters()}
         buffers = {k: v.clone() for k, v in module.named_buffers()}
         y = functional_call(module, (params, buffers), (x,))
@@ -140,7 +144,8 @@ class _Kit:
         for (key, _), g in zip(params.items(), grads, strict=True):
             if g is None:
                 raise _fail(
-                    "parameters_swappable", self.spec.name,
+                    "parameters_swappable",
+                    self.spec.name,
                     f"parameter '{key}' is not read in forward under functional_call "
                     "(state derived from it cached in __init__?)",
                 )
@@ -151,13 +156,16 @@ class _Kit:
         module.train()
         before = {k: v.clone() for k, v in module.state_dict().items()}
         swapped = {k: v.clone() for k, v in module.named_buffers()}
-        params = dict(module.named_parameters())
+        params: dict[str, Tensor] = dict(module.named_parameters())
         with torch.no_grad():
             functional_call(module, (params, swapped), (x,))
         for key, value in module.state_dict().items():
             if not torch.equal(value, before[key]):
-                raise _fail("buffers_swappable", self.spec.name,
-                            f"'{key}' of the module changed although buffers were swapped in")
+                raise _fail(
+                    "buffers_swappable",
+                    self.spec.name,
+                    f"'{key}' of the module changed although buffers were swapped in",
+                )
 
     def buffers_only_in_training(self) -> None:
         """Rule 3: evaluation-mode forwards never change buffers."""
@@ -171,8 +179,11 @@ class _Kit:
             module(x)
         for key, value in module.named_buffers():
             if not torch.equal(value, before[key]):
-                raise _fail("buffers_only_in_training", self.spec.name,
-                            f"buffer '{key}' changed in evaluation mode")
+                raise _fail(
+                    "buffers_only_in_training",
+                    self.spec.name,
+                    f"buffer '{key}' changed in evaluation mode",
+                )
         if any(p.requires_grad for _, p in module.named_buffers()):
             raise _fail("buffers_only_in_training", self.spec.name, "a buffer requires grad")
 
@@ -200,13 +211,18 @@ class _Kit:
                 module.train(training)
                 y = self.run(module, x)
                 if not torch.isfinite(y).all():
-                    raise _fail("small_batch", self.spec.name,
-                                f"non-finite output for {n} image(s), training={training}")
+                    raise _fail(
+                        "small_batch",
+                        self.spec.name,
+                        f"non-finite output for {n} image(s), training={training}",
+                    )
                 loss = y.pow(2).mean()
                 if training and loss.requires_grad:
                     grads = torch.autograd.grad(loss, list(module.parameters()), allow_unused=True)
                     if not all(torch.isfinite(g).all() for g in grads if g is not None):
-                        raise _fail("small_batch", self.spec.name, f"non-finite grads for {n} images")
+                        raise _fail(
+                            "small_batch", self.spec.name, f"non-finite grads for {n} images"
+                        )
 
     def float64(self) -> None:
         """Rule 5: works in float64 and keeps the dtype."""

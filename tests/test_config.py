@@ -21,9 +21,15 @@ def test_every_preset_validates(preset: Path) -> None:
 
 
 def test_protonet_presets_carry_published_hyperparameters() -> None:
-    config = resolve_config(Path(__file__).resolve().parents[1] / "configs/protonet/omniglot-5w1s.yaml")
+    config = resolve_config(
+        Path(__file__).resolve().parents[1] / "configs/protonet/omniglot-5w1s.yaml"
+    )
     assert (config.train_ways, config.lr, config.lr_halve_every, config.test_episodes) == (
-        60, 1e-3, 2000, 600)
+        60,
+        1e-3,
+        2000,
+        600,
+    )
 
 
 def test_overrides_beat_file_and_none_means_unset(tmp_path: Path) -> None:

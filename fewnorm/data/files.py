@@ -134,8 +134,11 @@ class Source:
         and modification times instead.
         """
         if self.kind == "zip":
-            return {"name": self.known.name, "size": self.path.stat().st_size,
-                    "md5": file_digests(self.path)[0]}
+            return {
+                "name": self.known.name,
+                "size": self.path.stat().st_size,
+                "md5": file_digests(self.path)[0],
+            }
         h = hashlib.sha256()
         for rel in self.list_images():
             st = (self.path / rel).stat()
@@ -145,8 +148,10 @@ class Source:
 
 def _is_image(rel: str) -> bool:
     parts = rel.split("/")
-    return len(parts) == 3 and parts[2].endswith(".png") and not any(
-        p.startswith((".", "__MACOSX")) for p in parts
+    return (
+        len(parts) == 3
+        and parts[2].endswith(".png")
+        and not any(p.startswith((".", "__MACOSX")) for p in parts)
     )
 
 
@@ -212,8 +217,9 @@ def check_file(directory: Path, name: str) -> FileStatus:
         problem = None
     except DataError as exc:
         problem = str(exc)
-    return FileStatus(name, True, source.kind, str(source.path), size, md5, problem is None,
-                      problem)
+    return FileStatus(
+        name, True, source.kind, str(source.path), size, md5, problem is None, problem
+    )
 
 
 def require_sources(directory: Path, names: list[str], *, needed_by: str) -> list[Source]:

@@ -76,7 +76,8 @@ def load_split(
         raise OptionError(f"rotations apply to the train split only, not '{split}'.")
     data_root = resolve_data_root(root)
     sources = require_sources(
-        omniglot_dir(data_root), split_files(dataset, split),
+        omniglot_dir(data_root),
+        split_files(dataset, split),
         needed_by=f"dataset '{dataset}' (split '{split}')",
     )
     key = _cache_key(dataset, split, image_size, rotate, sources)
@@ -91,8 +92,13 @@ def load_split(
             log.warning("rebuilding unreadable cached store: %s", exc)
     start = time.perf_counter()
     store = _build(dataset, split, sources, image_size, rotate)
-    log.info("built %s/%s (%d classes) in %.2f s", dataset, split, store.num_classes,
-             time.perf_counter() - start)
+    log.info(
+        "built %s/%s (%d classes) in %.2f s",
+        dataset,
+        split,
+        store.num_classes,
+        time.perf_counter() - start,
+    )
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         store.save(cache_path)
@@ -191,8 +197,13 @@ def preprocess(raw: torch.Tensor, image_size: int) -> torch.Tensor:
     for i in range(0, raw.shape[0], _CHUNK):
         x = (255 - raw[i : i + _CHUNK]).unsqueeze(1).float()  # (n, 1, H, W)
         if x.shape[-2:] != (image_size, image_size):
-            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                              antialias=True, align_corners=False)
+            x = F.interpolate(
+                x,
+                size=(image_size, image_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
         out[i : i + _CHUNK] = x.round_().clamp_(0, 255).to(torch.uint8)
     return out
 

@@ -27,6 +27,9 @@ class FewShotBatchNorm2d(nn.Module):
       (needs the phase signal; without one it falls back to batch moments).
     """
 
+    running_mean: Tensor
+    running_var: Tensor
+
     def __init__(
         self,
         num_channels: int,

@@ -115,6 +115,13 @@ def patchnorm(
     module docstring; ``1.0`` is the naive init).
     """
     return PatchNormConv2d(
-        in_channels, num_channels, kernel_size, stride, padding,
-        variant=variant, gain=gain, eps=eps, init_gain=init_gain,
+        in_channels,
+        num_channels,
+        kernel_size,
+        stride,
+        padding,
+        variant=variant,
+        gain=gain,
+        eps=eps,
+        init_gain=init_gain,
     )

@@ -52,8 +52,10 @@ def load_entry_points(registry: NormRegistry = REGISTRY) -> None:
             if callable(obj) and not isinstance(obj, type):
                 obj(registry)  # a ``register(registry)`` hook; a module registers on import
             LOADED[ep.name] = source
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break fewnorm
-            failure = PluginFailure(f"{source} (entry point '{ep.name}')", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            failure = PluginFailure(
+                f"{source} (entry point '{ep.name}')", f"{type(exc).__name__}: {exc}"
+            )
             FAILURES.append(failure)
             warnings.warn(
                 f"fewnorm plugin {failure.plugin} failed to load: {failure.error}",
@@ -93,7 +95,7 @@ def load_plugin(target: str) -> None:
             f"plugin '{target}' could not be imported ({exc}); pass a .py file or an "
             "importable module name"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - report user code failures as one line
+    except Exception as exc:
         raise PluginError(f"plugin '{target}' failed: {type(exc).__name__}: {exc}") from None
     finally:
         _current_source.reset(token)

@@ -143,7 +143,7 @@ def get_norm(name: str) -> NormSpec:
 
 
 def create_norm(name: str, num_channels: int, /, **options: Any) -> Any:
-    """Build the normalizer ``name`` for ``num_channels`` channels: ``create_norm("groupnorm", 64, groups=8)``."""
+    """Build normalizer ``name`` for ``num_channels``: ``create_norm("groupnorm", 64, groups=8)``."""
     return REGISTRY.get(name).build(num_channels, **options)
 
 

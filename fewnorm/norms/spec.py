@@ -6,7 +6,7 @@ import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from fewnorm.errors import OptionError
@@ -18,7 +18,7 @@ CONV_GEOMETRY = ("in_channels", "kernel_size", "stride", "padding")
 STATISTICS = ("batch", "running", "support", "instance", "layer", "group", "weight", "none")
 
 
-class NormKind(str, Enum):
+class NormKind(StrEnum):
     """Where a normalizer sits in a conv block; the backbone builder reads it."""
 
     ACTIVATION = "activation"  # conv -> norm -> act
@@ -71,7 +71,8 @@ class NormSpec:
         if callable(self.factory):
             return self.factory
         module_name, _, attr = self.factory.partition(":")
-        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+        factory: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+        return factory
 
     def options(self) -> dict[str, NormOption]:
         """The factory's keyword options with their defaults (conv geometry excluded)."""
@@ -80,8 +81,11 @@ class NormSpec:
         for p in params:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in CONV_GEOMETRY:
                 continue
-            ann = p.annotation if isinstance(p.annotation, str) else getattr(
-                p.annotation, "__name__", str(p.annotation))
+            ann = (
+                p.annotation
+                if isinstance(p.annotation, str)
+                else getattr(p.annotation, "__name__", str(p.annotation))
+            )
             out[p.name] = NormOption(p.name, p.default, "" if ann is p.empty else str(ann))
         return out
 

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fewnorm.cli.main import app
 from typer.testing import CliRunner
+
+from fewnorm.cli.main import app
 
 runner = CliRunner()
 SMALL1 = "images_background_small1.zip"
@@ -38,8 +39,9 @@ def test_verify_minimal_ok(omniglot_root: Path) -> None:
 
 @pytest.mark.data
 def test_verify_missing_or_corrupt_exits_1(omniglot_root: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["data", "verify", "omniglot", "--data-root",
-                                 str(omniglot_root), "--json"])
+    result = runner.invoke(
+        app, ["data", "verify", "omniglot", "--data-root", str(omniglot_root), "--json"]
+    )
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False
@@ -99,8 +101,9 @@ def test_download_from_mirror(
     second = runner.invoke(app, args)
     assert second.exit_code == 0
     assert "already present" in second.stdout
-    verify = runner.invoke(app, ["data", "verify", "omniglot-minimal", "--data-root",
-                                 str(tmp_path)])
+    verify = runner.invoke(
+        app, ["data", "verify", "omniglot-minimal", "--data-root", str(tmp_path)]
+    )
     assert verify.exit_code == 0
 
 
@@ -125,7 +128,8 @@ def test_unknown_dataset_is_one_line(tmp_path: Path) -> None:
 
 
 def test_bad_subset_is_rejected(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["data", "download", "omniglot", "--subset", "tiny",
-                                 "--data-root", str(tmp_path)])
+    result = runner.invoke(
+        app, ["data", "download", "omniglot", "--subset", "tiny", "--data-root", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "Traceback" not in result.output

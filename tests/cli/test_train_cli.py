@@ -13,8 +13,21 @@ from typer.testing import CliRunner
 from fewnorm.cli.main import app
 
 pytestmark = pytest.mark.data
-SHORT = ["--episodes", "6", "--val-every", "3", "--val-episodes", "4", "--test-episodes", "8",
-         "--train-ways", "5", "--train-queries", "2", "--no-progress"]
+SHORT = [
+    "--episodes",
+    "6",
+    "--val-every",
+    "3",
+    "--val-episodes",
+    "4",
+    "--test-episodes",
+    "8",
+    "--train-ways",
+    "5",
+    "--train-queries",
+    "2",
+    "--no-progress",
+]
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -27,8 +40,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, omniglot_root: Path) -
     out = tmp_path_factory.mktemp("run") / "r"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FEWNORM_DATA", str(omniglot_root))
-        code, stdout, stderr = invoke("train", "--norm", "gn", "--norm-opt", "groups=8",
-                                      *SHORT, "--out", str(out), "--json")
+        code, stdout, stderr = invoke(
+            "train", "--norm", "gn", "--norm-opt", "groups=8", *SHORT, "--out", str(out), "--json"
+        )
     assert code == 0, stderr
     return out, json.loads(stdout)
 
@@ -53,16 +67,35 @@ def test_evaluate_reproduces_the_test_score(trained_run: tuple[Path, dict], data
     assert code == 0, stderr
     result = json.loads(stdout)
     assert result["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-12)
-    code, stdout, _ = invoke("evaluate", str(out / "best.pt"), "--ways", "10", "--episodes", "3",
-                             "--json", "--no-progress")
+    code, stdout, _ = invoke(
+        "evaluate",
+        str(out / "best.pt"),
+        "--ways",
+        "10",
+        "--episodes",
+        "3",
+        "--json",
+        "--no-progress",
+    )
     assert code == 0
     assert json.loads(stdout)["ways"] == 10
 
 
-def test_same_seed_same_numbers(trained_run: tuple[Path, dict], data_env: Path, tmp_path: Path) -> None:
+def test_same_seed_same_numbers(
+    trained_run: tuple[Path, dict], data_env: Path, tmp_path: Path
+) -> None:
     _, summary = trained_run
-    code, stdout, stderr = invoke("train", "--norm", "groupnorm", "--norm-opt", "groups=8", *SHORT,
-                                  "--out", str(tmp_path / "again"), "--json")
+    code, stdout, stderr = invoke(
+        "train",
+        "--norm",
+        "groupnorm",
+        "--norm-opt",
+        "groups=8",
+        *SHORT,
+        "--out",
+        str(tmp_path / "again"),
+        "--json",
+    )
     assert code == 0, stderr
     again = json.loads(stdout)
     assert again["test"] == summary["test"]
@@ -70,8 +103,16 @@ def test_same_seed_same_numbers(trained_run: tuple[Path, dict], data_env: Path, 
 
 
 def test_human_summary_table(data_env: Path, tmp_path: Path) -> None:
-    code, stdout, _ = invoke("train", "--norm", "batchnorm", "--norm-opt", "mode=support", *SHORT,
-                             "--out", str(tmp_path / "t"))
+    code, stdout, _ = invoke(
+        "train",
+        "--norm",
+        "batchnorm",
+        "--norm-opt",
+        "mode=support",
+        *SHORT,
+        "--out",
+        str(tmp_path / "t"),
+    )
     assert code == 0
     for text in ("fewnorm run summary", "batchnorm (mode=support)", "test accuracy (95% CI)", "±"):
         assert text in stdout
@@ -80,8 +121,17 @@ def test_human_summary_table(data_env: Path, tmp_path: Path) -> None:
 def test_config_file_with_overrides(data_env: Path, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("norm: layernorm\nways: 3\nqueries: 4\n")
-    code, stdout, stderr = invoke("train", "--config", str(config), "--ways", "4", *SHORT,
-                                  "--out", str(tmp_path / "c"), "--json")
+    code, stdout, stderr = invoke(
+        "train",
+        "--config",
+        str(config),
+        "--ways",
+        "4",
+        *SHORT,
+        "--out",
+        str(tmp_path / "c"),
+        "--json",
+    )
     assert code == 0, stderr
     cfg = json.loads(stdout)["config"]
     assert (cfg["norm"], cfg["ways"], cfg["queries"]) == ("layernorm", 4, 4)
@@ -104,7 +154,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
-def test_bad_input_is_one_clear_line(args: list[str], message: str, data_env: Path, tmp_path: Path) -> None:
+def test_bad_input_is_one_clear_line(
+    args: list[str], message: str, data_env: Path, tmp_path: Path
+) -> None:
     if "--device" in args and __import__("torch").cuda.is_available():
         pytest.skip("CUDA present")
     code, stdout, stderr = invoke("train", *SHORT, *args, "--out", str(tmp_path / "bad"))
@@ -118,8 +170,12 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str, data_env: Pa
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("wayz: 3\n", "unknown key 'wayz'"), ("ways: three\n", "key 'ways': Input should be a valid integer"),
-     ("- a\n- b\n", "must hold a mapping"), ("ways: [\n", "not valid YAML")],
+    [
+        ("wayz: 3\n", "unknown key 'wayz'"),
+        ("ways: three\n", "key 'ways': Input should be a valid integer"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("ways: [\n", "not valid YAML"),
+    ],
 )
 def test_bad_config_file(content: str, message: str, tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
@@ -141,7 +197,9 @@ def test_missing_config_and_checkpoint(tmp_path: Path) -> None:
     assert code == 2 and "not a readable fewnorm checkpoint" in stderr
 
 
-def test_finished_run_directory_is_not_overwritten(trained_run: tuple[Path, dict], data_env: Path) -> None:
+def test_finished_run_directory_is_not_overwritten(
+    trained_run: tuple[Path, dict], data_env: Path
+) -> None:
     out, _ = trained_run
     before = (out / "summary.json").read_bytes()
     code, _, stderr = invoke("train", *SHORT, "--out", str(out))

@@ -59,8 +59,12 @@ def test_file_mirror_then_skip(
 ) -> None:
     monkeypatch.setenv("FEWNORM_MIRROR", (omniglot_root / "omniglot").as_uri())
     seen: dict[str, tuple[int, int | None]] = {}
-    results = download("omniglot", "minimal", tmp_path,
-                       progress=lambda name, done, total: seen.__setitem__(name, (done, total)))
+    results = download(
+        "omniglot",
+        "minimal",
+        tmp_path,
+        progress=lambda name, done, total: seen.__setitem__(name, (done, total)),
+    )
     assert [r.status for r in results] == ["downloaded", "downloaded"]
     _assert_valid(tmp_path / "omniglot")
     for name in SMALL:
@@ -70,7 +74,9 @@ def test_file_mirror_then_skip(
 
 
 def test_http_mirror(
-    omniglot_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    omniglot_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     serve: functools.partial[str],
 ) -> None:
     monkeypatch.setenv("FEWNORM_MIRROR", serve(omniglot_root / "omniglot"))
@@ -93,7 +99,9 @@ def test_corrupt_local_copy_is_replaced(
 
 
 def test_corrupt_mirror_leaves_nothing(
-    omniglot_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    omniglot_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     serve: functools.partial[str],
 ) -> None:
     mirror = tmp_path / "mirror"
@@ -113,7 +121,9 @@ def test_corrupt_mirror_leaves_nothing(
 
 
 def test_mirror_without_the_big_zips(
-    omniglot_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    omniglot_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     serve: functools.partial[str],
 ) -> None:
     base = serve(omniglot_root / "omniglot")

@@ -99,7 +99,9 @@ def test_resize_is_antialiased_bilinear(omniglot_root: Path) -> None:
 
 
 def test_val_split_is_deterministic(
-    minimal: dict[str, ImageStore], omniglot_root: Path, tmp_path: Path,
+    minimal: dict[str, ImageStore],
+    omniglot_root: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FEWNORM_CACHE", str(tmp_path))  # force a rebuild
@@ -160,9 +162,13 @@ def test_missing_files_say_what_and_how(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_split("omniglot-minimal", "test", tmp_path)
     message = str(info.value)
-    for needed in ("images_background_small2.zip", str(tmp_path / "omniglot"),
-                   "fewnorm data download omniglot --subset minimal", "--data-root",
-                   "FEWNORM_DATA"):
+    for needed in (
+        "images_background_small2.zip",
+        str(tmp_path / "omniglot"),
+        "fewnorm data download omniglot --subset minimal",
+        "--data-root",
+        "FEWNORM_DATA",
+    ):
         assert needed in message
     with pytest.raises(DataError, match=r"images_background\.zip"):
         load_split("omniglot", "train", tmp_path)
@@ -189,4 +195,3 @@ def test_unreadable_cache_is_rebuilt(
     again = load_split("omniglot-minimal", "val", omniglot_root)
     assert torch.equal(again.images, first.images)
     assert ImageStore.load(cached).class_names == first.class_names  # rewritten
-

@@ -14,13 +14,36 @@ from fewnorm.data.omniglot import VAL_ALPHABETS
 from fewnorm.errors import DataError
 
 BACKGROUND_ALPHABETS = (
-    "Alphabet_of_the_Magi", "Anglo-Saxon_Futhorc", "Arcadian", "Armenian",
-    "Asomtavruli_(Georgian)", "Balinese", "Bengali", "Blackfoot_(Canadian_Aboriginal_Syllabics)",
-    "Braille", "Burmese_(Myanmar)", "Cyrillic", "Early_Aramaic", "Futurama", "Grantha", "Greek",
-    "Gujarati", "Hebrew", "Inuktitut_(Canadian_Aboriginal_Syllabics)", "Japanese_(hiragana)",
-    "Japanese_(katakana)", "Korean", "Latin", "Malay_(Jawi_-_Arabic)", "Mkhedruli_(Georgian)",
-    "N_Ko", "Ojibwe_(Canadian_Aboriginal_Syllabics)", "Sanskrit", "Syriac_(Estrangelo)",
-    "Tagalog", "Tifinagh",
+    "Alphabet_of_the_Magi",
+    "Anglo-Saxon_Futhorc",
+    "Arcadian",
+    "Armenian",
+    "Asomtavruli_(Georgian)",
+    "Balinese",
+    "Bengali",
+    "Blackfoot_(Canadian_Aboriginal_Syllabics)",
+    "Braille",
+    "Burmese_(Myanmar)",
+    "Cyrillic",
+    "Early_Aramaic",
+    "Futurama",
+    "Grantha",
+    "Greek",
+    "Gujarati",
+    "Hebrew",
+    "Inuktitut_(Canadian_Aboriginal_Syllabics)",
+    "Japanese_(hiragana)",
+    "Japanese_(katakana)",
+    "Korean",
+    "Latin",
+    "Malay_(Jawi_-_Arabic)",
+    "Mkhedruli_(Georgian)",
+    "N_Ko",
+    "Ojibwe_(Canadian_Aboriginal_Syllabics)",
+    "Sanskrit",
+    "Syriac_(Estrangelo)",
+    "Tagalog",
+    "Tifinagh",
 )
 EVALUATION_ALPHABETS = ("Angelic", "Kannada")
 CHARS, DRAWERS = 2, 2
@@ -44,8 +67,10 @@ def _write_release(omniglot: Path, stem: str, alphabets: tuple[str, ...]) -> int
 @pytest.fixture
 def synthetic_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     omniglot = tmp_path / "omniglot"
-    for name, alphabets in (("images_background.zip", BACKGROUND_ALPHABETS),
-                            ("images_evaluation.zip", EVALUATION_ALPHABETS)):
+    for name, alphabets in (
+        ("images_background.zip", BACKGROUND_ALPHABETS),
+        ("images_evaluation.zip", EVALUATION_ALPHABETS),
+    ):
         known = files.KNOWN_FILES[name]
         count = _write_release(omniglot, known.stem, alphabets)
         # The folder check compares against the official image count; shrink it to ours.
@@ -69,8 +94,9 @@ def test_background_alphabets_split_into_train_and_val(synthetic_root: Path) -> 
 
 def test_evaluation_is_the_test_split(synthetic_root: Path) -> None:
     test = load_split("omniglot", "test", synthetic_root)
-    assert test.class_names == [f"{a}/character{c:02d}" for a in EVALUATION_ALPHABETS
-                                for c in range(1, CHARS + 1)]
+    assert test.class_names == [
+        f"{a}/character{c:02d}" for a in EVALUATION_ALPHABETS for c in range(1, CHARS + 1)
+    ]
     # Strokes drawn black on white come out bright on a dark background.
     assert test.images.float().mean() < 60
     assert int(test.images.max()) > 200
@@ -81,8 +107,9 @@ def test_images_in_file_name_order(synthetic_root: Path) -> None:
     alphabet = EVALUATION_ALPHABETS[0]
     folder = synthetic_root / "omniglot" / "images_evaluation" / alphabet / "character01"
     for row, png in enumerate(sorted(folder.glob("*.png"))):
-        scan = torch.frombuffer(bytearray(Image.open(png).convert("L").tobytes()),
-                                dtype=torch.uint8).view(105, 105)
+        scan = torch.frombuffer(
+            bytearray(Image.open(png).convert("L").tobytes()), dtype=torch.uint8
+        ).view(105, 105)
         assert torch.equal(test.images[row, 0], 255 - scan)
 
 
@@ -97,8 +124,11 @@ def test_missing_val_alphabet_is_reported(
         folder.rmdir()
     hebrew.rmdir()
     known = files.KNOWN_FILES["images_background.zip"]
-    monkeypatch.setitem(files.KNOWN_FILES, "images_background.zip",
-                        dataclasses.replace(known, num_images=known.num_images - CHARS * DRAWERS))
+    monkeypatch.setitem(
+        files.KNOWN_FILES,
+        "images_background.zip",
+        dataclasses.replace(known, num_images=known.num_images - CHARS * DRAWERS),
+    )
     with pytest.raises(DataError, match="lacks the alphabets Hebrew"):
         load_split("omniglot", "val", synthetic_root)
 

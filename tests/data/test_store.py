@@ -67,8 +67,14 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.class_names == store.class_names
     # The file is a plain weights-only payload: no pickled classes.
     payload = torch.load(path, weights_only=True)
-    assert set(payload) == {"format", "version", "images", "class_starts", "class_sizes",
-                            "class_names"}
+    assert set(payload) == {
+        "format",
+        "version",
+        "images",
+        "class_starts",
+        "class_sizes",
+        "class_names",
+    }
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left
 
 

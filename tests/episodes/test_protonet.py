@@ -7,10 +7,10 @@ from torch import nn
 
 from fewnorm.backbones import Conv4
 from fewnorm.episodes.protonet import (
-    prototypes,
     protonet_evaluate,
     protonet_logits,
     protonet_train_step,
+    prototypes,
     squared_distances,
 )
 from fewnorm.episodes.sampler import Episode, EpisodeSampler
@@ -25,7 +25,9 @@ def test_prototypes_are_class_means() -> None:
 
 def test_squared_distances_match_cdist() -> None:
     q, p = torch.randn(7, 5), torch.randn(3, 5)
-    torch.testing.assert_close(squared_distances(q, p), torch.cdist(q, p).pow(2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        squared_distances(q, p), torch.cdist(q, p).pow(2), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_logits_with_identity_embedding_pick_nearest_prototype() -> None:

@@ -21,7 +21,9 @@ def test_layernorm_moments_over_chw() -> None:
     x = torch.randn(3, 8, 4, 4) * 5 + 2
     y = create_norm("layernorm", 8)(x)
     torch.testing.assert_close(y.mean(dim=(1, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
-    torch.testing.assert_close(y.var(dim=(1, 2, 3), unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        y.var(dim=(1, 2, 3), unbiased=False), torch.ones(3), atol=1e-3, rtol=0
+    )
 
 
 def test_instancenorm_matches_torch_and_is_per_sample() -> None:
@@ -33,8 +35,12 @@ def test_instancenorm_matches_torch_and_is_per_sample() -> None:
 
 @pytest.mark.parametrize(
     ("options", "match"),
-    [({"groups": 3}, "divisor"), ({"group_size": 5}, "divisor"), ({"groups": 2, "group_size": 4}, "not both"),
-     ({"eps": 0.0}, "eps must be positive")],
+    [
+        ({"groups": 3}, "divisor"),
+        ({"group_size": 5}, "divisor"),
+        ({"groups": 2, "group_size": 4}, "not both"),
+        ({"eps": 0.0}, "eps must be positive"),
+    ],
 )
 def test_bad_options(options: dict[str, float], match: str) -> None:
     with pytest.raises(OptionError, match=match):

@@ -51,8 +51,16 @@ def _unfold_reference(layer: PatchNormConv2d, x: Tensor) -> Tensor:
 @pytest.mark.parametrize("variant", ["affine", "norm"])
 def test_matches_unfold_formula(variant: str) -> None:
     torch.manual_seed(0)
-    layer = create_norm("patchnorm", 5, in_channels=3, kernel_size=3, stride=2, padding=1,
-                        variant=variant, gain=True).double()
+    layer = create_norm(
+        "patchnorm",
+        5,
+        in_channels=3,
+        kernel_size=3,
+        stride=2,
+        padding=1,
+        variant=variant,
+        gain=True,
+    ).double()
     with torch.no_grad():
         layer.bias.normal_()
         layer.gain.uniform_(0.5, 2.0)
@@ -121,15 +129,23 @@ def test_step_moves_output_by_exactly_minus_lr_g() -> None:
 
 def _stack(init_gain: float | None) -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(*[
-        nn.Sequential(
-            create_norm("patchnorm", 64, in_channels=1 if i == 0 else 64, kernel_size=3,
-                        padding=1, init_gain=init_gain),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        for i in range(4)
-    ])
+    return nn.Sequential(
+        *[
+            nn.Sequential(
+                create_norm(
+                    "patchnorm",
+                    64,
+                    in_channels=1 if i == 0 else 64,
+                    kernel_size=3,
+                    padding=1,
+                    init_gain=init_gain,
+                ),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+            for i in range(4)
+        ]
+    )
 
 
 def _block_stds(stack: nn.Sequential, x: Tensor) -> list[float]:
@@ -160,8 +176,16 @@ def test_default_init_scales_kaiming_by_patch_norm() -> None:
 
 
 def test_command_line_strings_are_coerced() -> None:
-    layer = create_norm("patchnorm", 4, in_channels=2, kernel_size=3, variant="norm",
-                        gain="true", eps="1e-4", init_gain="none")
+    layer = create_norm(
+        "patchnorm",
+        4,
+        in_channels=2,
+        kernel_size=3,
+        variant="norm",
+        gain="true",
+        eps="1e-4",
+        init_gain="none",
+    )
     assert layer.gain is not None
     assert layer.eps == 1e-4
     assert layer.init_gain == pytest.approx(18**0.5)

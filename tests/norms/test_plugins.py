@@ -26,7 +26,16 @@ def example_plugin_installed() -> None:
         distribution("fewnorm-example-norm")
     except PackageNotFoundError:
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(EXAMPLE)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-build-isolation",
+                str(EXAMPLE),
+            ],
             check=True,
         )
 
@@ -39,7 +48,9 @@ def _run(code: str, **env: str) -> str:
 
 
 def test_entry_point_plugin_is_discovered(example_plugin_installed: None) -> None:
-    out = _run("from fewnorm.norms import get_norm; s = get_norm('example-norm'); print(s.name, s.source)")
+    out = _run(
+        "from fewnorm.norms import get_norm; s = get_norm('example-norm'); print(s.name, s.source)"
+    )
     assert out.split() == ["examplenorm", "fewnorm-example-norm==0.1.0"]
 
 
@@ -51,7 +62,9 @@ def test_autoload_can_be_disabled(example_plugin_installed: None) -> None:
     assert out.strip() == "False"
 
 
-def test_broken_plugin_is_reported_and_does_not_break_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_plugin_is_reported_and_does_not_break_listing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     broken = EntryPoint("broken", "fewnorm_no_such_module_xyz", plugin_mod.ENTRY_POINT_GROUP)
     monkeypatch.setattr(plugin_mod, "entry_points", lambda group: [broken])
     monkeypatch.setattr(plugin_mod, "FAILURES", [])
@@ -89,5 +102,5 @@ def test_plugin_errors_name_the_target(tmp_path: Path) -> None:
         load_plugin("fewnorm_no_such_module_xyz")
     bad = tmp_path / "bad.py"
     bad.write_text("raise RuntimeError('boom')\n")
-    with pytest.raises(PluginError, match="bad.py' failed: RuntimeError: boom"):
+    with pytest.raises(PluginError, match=r"bad\.py' failed: RuntimeError: boom"):
         load_plugin(str(bad))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import subprocess
+import sys
 
 import pytest
 from torch import nn
@@ -63,7 +63,7 @@ def test_register_decorator_and_unregister() -> None:
 
 def test_options_checked_against_signature() -> None:
     spec = get_norm("groupnorm")
-    with pytest.raises(OptionError, match="no option 'grups'.*groups"):
+    with pytest.raises(OptionError, match=r"no option 'grups'.*groups"):
         spec.check_options({"grups": 4})
     assert spec.check_options({"groups": "8", "eps": "1e-4", "affine": "false"}) == {
         "groups": 8,
@@ -86,7 +86,11 @@ def test_listing_does_not_import_torch() -> None:
         "import sys; from fewnorm.norms import list_norms; names=[s.name for s in list_norms()]; "
         "assert 'batchnorm' in names; assert 'torch' not in sys.modules, 'torch imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env={"FEWNORM_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": ""})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={"FEWNORM_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": ""},
+    )
 
 
 def test_every_spec_is_complete() -> None:
