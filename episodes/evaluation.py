@@ -9,7 +9,8 @@ from typing import Any
 
 from fewnorm.config import RunConfig
 from fewnorm.data import load_split
-from fewnorm.episodes.loop import build_model, evaluate, resolve_device
+from fewnorm.episodes.algorithms import get_algorithm
+from fewnorm.episodes.loop import evaluate, resolve_device
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError
 from fewnorm.metrics import Interval, mean_ci95
@@ -68,11 +69,12 @@ def evaluate_checkpoint(
     store = load_split(config.dataset, split, root)
     sampler = EpisodeSampler(store, ways, shots, queries, split=split)
     dev = resolve_device(device)
-    model = build_model(config, store.image_shape[0]).to(dev)
+    algorithm = get_algorithm(config)
+    model = algorithm.build(config, store.image_shape[0]).to(dev)
     model.load_state_dict(state["model"])
     seed = config.test_seed if split == "test" else config.val_seed
     callback = on_stage(split, episodes) if on_stage else None
-    accuracies = evaluate(model, sampler, episodes, seed, dev, callback)
+    accuracies = evaluate(algorithm, model, sampler, episodes, seed, dev, callback)
     return EvalResult(
         str(path),
         config.model_dump(),

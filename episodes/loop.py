@@ -1,7 +1,7 @@
 """Meta-training, validation on fixed episodes, best checkpoint, and the final test.
 
 The loop only orchestrates: the algorithm lives in pure step functions
-(:mod:`fewnorm.episodes.protonet`), the files in :mod:`fewnorm.runs`.
+(:mod:`fewnorm.episodes.algorithms`), the files in :mod:`fewnorm.runs`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fewnorm.backbones import build_backbone
 from fewnorm.config import RunConfig
 from fewnorm.data import load_split
-from fewnorm.data.store import ImageStore
-from fewnorm.episodes.protonet import protonet_evaluate, protonet_train_step
+from fewnorm.episodes.algorithms import Algorithm, get_algorithm
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError
 from fewnorm.metrics import Interval, mean_ci95
@@ -69,17 +67,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(config: RunConfig, in_channels: int) -> nn.Module:
-    """The backbone with the configured normalizer (options checked here, before training)."""
-    return build_backbone(
-        config.backbone,
-        in_channels=in_channels,
-        norm=config.norm,
-        norm_options=config.norm_options,
-        hidden=config.hidden,
-    )
+    """The algorithm's model with the configured normalizer (options checked here)."""
+    return get_algorithm(config).build(config, in_channels)
 
 
 def evaluate(
+    algorithm: Algorithm,
     model: nn.Module,
     sampler: EpisodeSampler,
     episodes: int,
@@ -90,7 +83,7 @@ def evaluate(
     """Accuracy on each of the fixed episodes ``base_seed + i``, ``i < episodes``."""
     accuracies = []
     for i in range(episodes):
-        accuracies.append(protonet_evaluate(model, sampler.fixed(i, base_seed).to(device)))
+        accuracies.append(algorithm.evaluate(model, sampler.fixed(i, base_seed).to(device)))
         if on_episode is not None:
             on_episode(i + 1)
     return accuracies
@@ -115,8 +108,7 @@ def train(
     started = time.perf_counter()
     device = resolve_device(config.device)
     stores = {
-        split: load_split(config.dataset, split, config.data_root)
-        for split in ("train", "val", "test")
+        split: load_split(config.dataset, split, config.data_root) for split in ("train", "val", "test")
     }
     train_sampler = EpisodeSampler(
         stores["train"],
@@ -125,16 +117,13 @@ def train(
         config.train_queries,
         split="train",
     )
-    val_sampler = EpisodeSampler(
-        stores["val"], config.ways, config.shots, config.queries, split="val"
-    )
-    test_sampler = EpisodeSampler(
-        stores["test"], config.ways, config.shots, config.queries, split="test"
-    )
+    val_sampler = EpisodeSampler(stores["val"], config.ways, config.shots, config.queries, split="val")
+    test_sampler = EpisodeSampler(stores["test"], config.ways, config.shots, config.queries, split="test")
 
+    algorithm = get_algorithm(config)
     torch.manual_seed(config.seed)
-    model = build_model(config, _channels(stores["train"])).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model = algorithm.build(config, stores["train"].image_shape[0]).to(device)
+    optimizer = algorithm.optimizer(model, config)
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, config.lr_halve_every, gamma=0.5)
         if config.lr_halve_every
@@ -151,7 +140,8 @@ def train(
     train_time = 0.0
     for episode in range(1, config.episodes + 1):
         t0 = time.perf_counter()
-        result = protonet_train_step(model, optimizer, train_sampler.sample(generator).to(device))
+        batch = [train_sampler.sample(generator).to(device) for _ in range(config.meta_batch)]
+        result = algorithm.train_step(model, optimizer, batch)
         if scheduler is not None:
             scheduler.step()
         train_time += time.perf_counter() - t0
@@ -177,7 +167,9 @@ def train(
         if episode % config.val_every == 0 or episode == config.episodes:
             callback = on_stage("validate", config.val_episodes) if on_stage else None
             val = mean_ci95(
-                evaluate(model, val_sampler, config.val_episodes, config.val_seed, device, callback)
+                evaluate(
+                    algorithm, model, val_sampler, config.val_episodes, config.val_seed, device, callback
+                )
             )
             runs.log({"kind": "val", "episode": episode, "accuracy": val.mean, "ci95": val.ci95})
             if val.mean > best_acc:
@@ -191,14 +183,12 @@ def train(
                         "val_accuracy": val.mean,
                     }
                 )
-            log.info(
-                "episode %d: val %.4f (best %.4f @ %d)", episode, val.mean, best_acc, best_episode
-            )
+            log.info("episode %d: val %.4f (best %.4f @ %d)", episode, val.mean, best_acc, best_episode)
 
     model.load_state_dict(best_state)
     callback = on_stage("test", config.test_episodes) if on_stage else None
     accuracies = evaluate(
-        model, test_sampler, config.test_episodes, config.test_seed, device, callback
+        algorithm, model, test_sampler, config.test_episodes, config.test_seed, device, callback
     )
     summary = RunSummary(
         config=config.model_dump(),
@@ -213,7 +203,3 @@ def train(
     )
     runs.write_summary(summary.to_dict())
     return summary
-
-
-def _channels(store: ImageStore) -> int:
-    return store.image_shape[0]

@@ -54,9 +54,7 @@ def protonet_loss(model: nn.Module, episode: Episode) -> tuple[Tensor, Tensor]:
     return loss, accuracy
 
 
-def protonet_train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, episode: Episode
-) -> StepResult:
+def protonet_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, episode: Episode) -> StepResult:
     """One episode of meta-training: forward, backward, optimizer step."""
     model.train()
     optimizer.zero_grad(set_to_none=True)

@@ -43,9 +43,7 @@ class EpisodeSampler:
     uint8 images converted to float in one go: no per-image Python.
     """
 
-    def __init__(
-        self, store: ImageStore, ways: int, shots: int, queries: int, *, split: str = ""
-    ) -> None:
+    def __init__(self, store: ImageStore, ways: int, shots: int, queries: int, *, split: str = "") -> None:
         where = f" in the {split} split" if split else ""
         for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
             if value < 1:

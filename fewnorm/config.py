@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fewnorm.errors import ConfigError
 
-ALGORITHMS = ("protonet",)
+ALGORITHMS = ("protonet", "maml", "fomaml", "anil")
+BUFFER_POLICIES = ("per_task", "global")
 
 
 class RunConfig(BaseModel):
@@ -33,12 +34,21 @@ class RunConfig(BaseModel):
     train_shots: int | None = Field(None, gt=0, description="None: --shots")
     train_queries: int = Field(5, gt=0)
 
-    episodes: int = Field(1500, gt=0, description="training episodes")
+    head: str | None = Field(None, description="classifier/projection head (None: the algorithm's)")
+
+    episodes: int = Field(1200, gt=0, description="training episodes (outer steps)")
+    meta_batch: int = Field(1, gt=0, description="episodes per outer step")
     lr: float = Field(1e-3, gt=0)
     lr_halve_every: int = Field(0, ge=0, description="halve lr every N episodes (0: never)")
-    val_every: int = Field(250, gt=0)
-    val_episodes: int = Field(200, gt=0)
+    val_every: int = Field(200, gt=0)
+    val_episodes: int = Field(100, gt=0)
     test_episodes: int = Field(600, gt=0)
+
+    inner_lr: float = Field(0.4, gt=0, description="MAML inner-loop learning rate")
+    inner_steps: int = Field(1, gt=0, description="MAML inner steps in training")
+    inner_steps_test: int = Field(3, gt=0, description="MAML inner steps at validation/test")
+    buffer_policy: str = Field("per_task", description="MAML buffers: per_task | global")
+    query_one_at_a_time: bool = Field(False, description="score each query image alone")
 
     seed: int = 0
     val_seed: int = Field(10_000_000, ge=0, description="val episode i is drawn from val_seed + i")
@@ -52,6 +62,12 @@ class RunConfig(BaseModel):
             from fewnorm.names import unknown_name
 
             raise unknown_name("algorithm", self.algo, ALGORITHMS)
+        return self
+
+    @model_validator(mode="after")
+    def _known_buffer_policy(self) -> RunConfig:
+        if self.buffer_policy not in BUFFER_POLICIES:
+            raise ValueError(f"buffer_policy must be one of {', '.join(BUFFER_POLICIES)}")
         return self
 
     @property
