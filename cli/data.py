@@ -95,9 +95,7 @@ def download(
         TransferSpeedColumn(),
     )
     # No live display when stderr is not a terminal: it would only leave blank lines.
-    with Progress(
-        *columns, console=stderr, transient=True, disable=not stderr.is_terminal
-    ) as progress:
+    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
 
         def on_bytes(name: str, done: int, total: int | None) -> None:
             if name not in tasks:

@@ -16,10 +16,12 @@ def evaluate(
     queries: int | None = typer.Option(None, help="Queries per class (default: the run's)."),
     episodes: int | None = typer.Option(None, help="Fixed test episodes (default: the run's)."),
     split: str = typer.Option("test", help="Split to score: test | val."),
-    data_root: Path | None = typer.Option(
-        None, help="Data root (default: the run's, then $FEWNORM_DATA)."
-    ),
+    data_root: Path | None = typer.Option(None, help="Data root (default: the run's, then $FEWNORM_DATA)."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
+    query_one_at_a_time: bool = typer.Option(
+        False, "--query-one-at-a-time", help="Score each query image alone (exposes transductive norms)."
+    ),
+    inner_steps_test: int | None = typer.Option(None, help="MAML inner steps (default: the run's)."),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
@@ -41,6 +43,14 @@ def evaluate(
             split=split,
             data_root=data_root,
             device=device,
+            overrides={
+                k: v
+                for k, v in {
+                    "query_one_at_a_time": query_one_at_a_time or None,
+                    "inner_steps_test": inner_steps_test,
+                }.items()
+                if v is not None
+            },
             on_stage=bars.on_stage,
         )
     if json_output:

@@ -57,9 +57,7 @@ class TrainProgress:
     def on_episode(self, log: EpisodeLog) -> None:
         if self.train_task is None:
             self.train_task = self.progress.add_task("train", total=log.total, loss=0.0, acc=0.0)
-        self.progress.update(
-            self.train_task, completed=log.episode, loss=log.loss, acc=log.accuracy
-        )
+        self.progress.update(self.train_task, completed=log.episode, loss=log.loss, acc=log.accuracy)
 
     def on_stage(self, name: str, total: int) -> Callable[[int], None]:
         task = self.progress.add_task(name, total=total, loss=float("nan"), acc=float("nan"))
@@ -98,7 +96,10 @@ def train_progress(enabled: bool = True) -> Iterator[TrainProgress]:
 
 
 def summary_table(summary: RunSummary) -> Table:
+    from fewnorm.config import RunConfig
+
     c = summary.config
+    cfg = RunConfig.model_validate(c)
     table = Table(title="fewnorm run summary", show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column()
@@ -109,7 +110,7 @@ def summary_table(summary: RunSummary) -> Table:
         ("ways / shots / queries", f"{c['ways']} / {c['shots']} / {c['queries']}"),
         (
             "training ways / shots / queries",
-            f"{c['train_ways'] or c['ways']} / {c['train_shots'] or c['shots']} / {c['train_queries']}",
+            f"{cfg.effective_train_ways} / {cfg.effective_train_shots} / {cfg.train_queries}",
         ),
         ("training episodes", str(c["episodes"])),
         (

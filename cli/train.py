@@ -37,11 +37,18 @@ def train(
     shots: int | None = typer.Option(None, help="Support images per class."),
     queries: int | None = typer.Option(None, help="Query images per class at validation/test."),
     train_ways: int | None = typer.Option(None, help="Ways of training episodes (default 20)."),
-    train_shots: int | None = typer.Option(
-        None, help="Shots of training episodes (default --shots)."
-    ),
+    train_shots: int | None = typer.Option(None, help="Shots of training episodes (default --shots)."),
     train_queries: int | None = typer.Option(None, help="Queries per class in training."),
-    episodes: int | None = typer.Option(None, help="Training episodes."),
+    episodes: int | None = typer.Option(None, help="Training episodes (outer steps)."),
+    meta_batch: int | None = typer.Option(None, help="Episodes per outer step."),
+    inner_lr: float | None = typer.Option(None, help="MAML inner learning rate."),
+    inner_steps: int | None = typer.Option(None, help="MAML inner steps in training."),
+    inner_steps_test: int | None = typer.Option(None, help="MAML inner steps at validation/test."),
+    buffer_policy: str | None = typer.Option(None, help="MAML buffers: per_task | global."),
+    head: str | None = typer.Option(None, help="Head: linear | affine-divergence (MAML/ANIL)."),
+    query_one_at_a_time: bool | None = typer.Option(
+        None, "--query-one-at-a-time/--queries-together", help="Score each query image alone."
+    ),
     norm: str | None = typer.Option(None, help="Normalizer name (see `fewnorm norms`)."),
     norm_opt: list[str] | None = typer.Option(
         None, "--norm-opt", help="Normalizer option key=value (repeatable)."
@@ -52,17 +59,11 @@ def train(
     val_every: int | None = typer.Option(None, help="Validate every N training episodes."),
     val_episodes: int | None = typer.Option(None, help="Fixed validation episodes."),
     test_episodes: int | None = typer.Option(None, help="Fixed test episodes (>= 600 for papers)."),
-    config: Path | None = typer.Option(
-        None, "--config", help="YAML config file; options override it."
-    ),
+    config: Path | None = typer.Option(None, "--config", help="YAML config file; options override it."),
     seed: int | None = typer.Option(None, help="Seed of initialization and training episodes."),
     device: str | None = typer.Option(None, help="cpu | cuda | cuda:N."),
-    data_root: Path | None = typer.Option(
-        None, help="Data root (else $FEWNORM_DATA, else the user cache)."
-    ),
-    out: Path | None = typer.Option(
-        None, help="Run directory (default runs/<time>-<dataset>-<norm>)."
-    ),
+    data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
+    out: Path | None = typer.Option(None, help="Run directory (default runs/<time>-<dataset>-<norm>)."),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
@@ -81,6 +82,13 @@ def train(
         "train_shots": train_shots,
         "train_queries": train_queries,
         "episodes": episodes,
+        "meta_batch": meta_batch,
+        "inner_lr": inner_lr,
+        "inner_steps": inner_steps,
+        "inner_steps_test": inner_steps_test,
+        "buffer_policy": buffer_policy,
+        "head": head,
+        "query_one_at_a_time": query_one_at_a_time,
         "norm": norm,
         "backbone": backbone,
         "hidden": hidden,
@@ -100,9 +108,7 @@ def train(
     from fewnorm.episodes.loop import train as run_training
 
     with train_progress(progress and not json_output) as bars:
-        summary = run_training(
-            resolved, run_dir, on_episode=bars.on_episode, on_stage=bars.on_stage
-        )
+        summary = run_training(resolved, run_dir, on_episode=bars.on_episode, on_stage=bars.on_stage)
     if json_output:
         print_json(summary.to_dict() | {"test_accuracies": None})
     else:

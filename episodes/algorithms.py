@@ -76,7 +76,7 @@ class ProtoNet:
         return StepResult(sum(losses) / len(losses), sum(accuracies) / len(accuracies))
 
     def evaluate(self, model: nn.Module, episode: Episode) -> float:
-        return protonet_evaluate(model, episode)
+        return protonet_evaluate(model, episode, one_at_a_time=self.config.query_one_at_a_time)
 
 
 #: Algorithm name -> constructor taking the run configuration.

@@ -54,6 +54,7 @@ def evaluate_checkpoint(
     split: str = "test",
     data_root: Path | None = None,
     device: str = "cpu",
+    overrides: dict[str, Any] | None = None,
     on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
 ) -> EvalResult:
     """Score the checkpoint at ``path`` on fixed ``split`` episodes (the run's settings by default)."""
@@ -61,6 +62,8 @@ def evaluate_checkpoint(
         raise ConfigError(f"--split must be test or val, got '{split}'")
     state = load_checkpoint(path)
     config = RunConfig.model_validate(state["config"])
+    if overrides:  # evaluation-time settings only (e.g. query_one_at_a_time, inner_steps_test)
+        config = RunConfig.model_validate(config.model_dump() | overrides)
     ways, shots = ways or config.ways, shots or config.shots
     queries, episodes = queries or config.queries, episodes or config.test_episodes
     if episodes < 1:

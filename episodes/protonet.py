@@ -30,19 +30,28 @@ def squared_distances(z_query: Tensor, protos: Tensor) -> Tensor:
     return (z_query[:, None, :] - protos[None, :, :]).pow(2).sum(-1)
 
 
-def embed_episode(model: nn.Module, episode: Episode) -> tuple[Tensor, Tensor]:
-    """Support then query embeddings, each pass under its phase, in one task scope."""
+def embed_episode(
+    model: nn.Module, episode: Episode, *, one_at_a_time: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Support then query embeddings, each pass under its phase, in one task scope.
+
+    ``one_at_a_time`` passes each query image alone, which exposes normalizers
+    that are transductive (whose query outputs depend on the other queries).
+    """
     with task_scope():
         with norm_phase("support"):
             z_support = model(episode.support)  # (ways*shots, D)
         with norm_phase("query"):
-            z_query = model(episode.query)  # (ways*queries, D)
+            if one_at_a_time:
+                z_query = torch.cat([model(q[None]) for q in episode.query])  # (ways*queries, D)
+            else:
+                z_query = model(episode.query)  # (ways*queries, D)
     return z_support, z_query
 
 
-def protonet_logits(model: nn.Module, episode: Episode) -> Tensor:
+def protonet_logits(model: nn.Module, episode: Episode, *, one_at_a_time: bool = False) -> Tensor:
     """Negative squared distances of each query to each prototype: (ways*queries, ways)."""
-    z_support, z_query = embed_episode(model, episode)
+    z_support, z_query = embed_episode(model, episode, one_at_a_time=one_at_a_time)
     return -squared_distances(z_query, prototypes(z_support, episode.support_labels, episode.ways))
 
 
@@ -65,7 +74,8 @@ def protonet_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, epis
 
 
 @torch.no_grad()
-def protonet_evaluate(model: nn.Module, episode: Episode) -> float:
+def protonet_evaluate(model: nn.Module, episode: Episode, *, one_at_a_time: bool = False) -> float:
     """Query accuracy of one episode in evaluation mode."""
     model.eval()
-    return float(protonet_loss(model, episode)[1])
+    logits = protonet_logits(model, episode, one_at_a_time=one_at_a_time)
+    return float((logits.argmax(1) == episode.query_labels).float().mean())

@@ -30,7 +30,9 @@ class RunConfig(BaseModel):
     ways: int = Field(5, gt=0, description="ways of validation and test episodes")
     shots: int = Field(1, gt=0)
     queries: int = Field(15, gt=0, description="queries per class in validation and test")
-    train_ways: int | None = Field(20, gt=0, description="ways in training (None: --ways)")
+    train_ways: int | None = Field(
+        None, gt=0, description="ways in training (None: max(ways, 20) for protonet, ways otherwise)"
+    )
     train_shots: int | None = Field(None, gt=0, description="None: --shots")
     train_queries: int = Field(5, gt=0)
 
@@ -72,7 +74,10 @@ class RunConfig(BaseModel):
 
     @property
     def effective_train_ways(self) -> int:
-        return self.train_ways or self.ways
+        if self.train_ways is not None:
+            return self.train_ways
+        # ProtoNets train with more ways than they test (Snell et al.); MAML's head fixes the ways.
+        return max(self.ways, 20) if self.algo == "protonet" else self.ways
 
     @property
     def effective_train_shots(self) -> int:
@@ -109,9 +114,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve_config(
-    file: Path | None = None, overrides: Mapping[str, Any] | None = None
-) -> RunConfig:
+def resolve_config(file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Defaults, then the YAML ``file``, then ``overrides`` (command-line options that were set)."""
     values: dict[str, Any] = {}
     where = "options"

@@ -25,9 +25,7 @@ def test_prototypes_are_class_means() -> None:
 
 def test_squared_distances_match_cdist() -> None:
     q, p = torch.randn(7, 5), torch.randn(3, 5)
-    torch.testing.assert_close(
-        squared_distances(q, p), torch.cdist(q, p).pow(2), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(squared_distances(q, p), torch.cdist(q, p).pow(2), atol=1e-5, rtol=1e-5)
 
 
 def test_logits_with_identity_embedding_pick_nearest_prototype() -> None:
@@ -53,3 +51,19 @@ def test_training_steps_reduce_the_loss() -> None:
     losses = [protonet_train_step(model, opt, sampler.sample(gen)).loss for _ in range(40)]
     assert sum(losses[-10:]) < sum(losses[:10])
     assert protonet_evaluate(model, fixed) >= before
+
+
+def _trained_logits(mode: str, one_at_a_time: bool) -> torch.Tensor:
+    torch.manual_seed(0)
+    store = make_store(classes=10, per_class=20, size=8)
+    sampler = EpisodeSampler(store, ways=5, shots=1, queries=4)
+    model = Conv4(in_channels=1, hidden=8, norm="batchnorm", norm_options={"mode": mode}, depth=2)
+    model.eval()
+    with torch.no_grad():
+        return protonet_logits(model, sampler.fixed(0, 7), one_at_a_time=one_at_a_time)
+
+
+def test_one_query_at_a_time_exposes_transductive_batchnorm() -> None:
+    together, alone = _trained_logits("transductive", False), _trained_logits("transductive", True)
+    assert not torch.allclose(together, alone, atol=1e-4)
+    torch.testing.assert_close(_trained_logits("support", False), _trained_logits("support", True))
