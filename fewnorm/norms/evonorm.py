@@ -37,8 +37,7 @@ class EvoNormS02d(nn.Module):
         super().__init__()
         if groups < 1 or num_channels % groups:
             raise OptionError(
-                f"evonorm-s0 groups must be a positive divisor of the {num_channels} channels, "
-                f"got {groups}"
+                f"evonorm-s0 groups must be a positive divisor of the {num_channels} channels, got {groups}"
             )
         if eps <= 0:
             raise OptionError(f"evonorm-s0 eps must be positive, got {eps}")

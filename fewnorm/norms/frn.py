@@ -48,8 +48,6 @@ class FilterResponseNorm2d(nn.Module):
         return f"{self.num_channels}, eps={self.eps}, learnable_eps={self.learnable_eps}"
 
 
-def frn(
-    num_channels: int, /, eps: float = 1e-6, learnable_eps: bool = True
-) -> FilterResponseNorm2d:
+def frn(num_channels: int, /, eps: float = 1e-6, learnable_eps: bool = True) -> FilterResponseNorm2d:
     """Factory for :class:`FilterResponseNorm2d` (FRN followed by TLU)."""
     return FilterResponseNorm2d(num_channels, eps=eps, learnable_eps=learnable_eps)

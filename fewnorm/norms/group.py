@@ -59,8 +59,7 @@ def groupnorm(
     if group_size is not None:
         if group_size < 1 or num_channels % group_size:
             raise OptionError(
-                f"group_size must be a positive divisor of the {num_channels} channels, "
-                f"got {group_size}"
+                f"group_size must be a positive divisor of the {num_channels} channels, got {group_size}"
             )
         groups = num_channels // group_size
     return GroupNorm2d(num_channels, groups or _default_groups(num_channels), eps, affine)

@@ -30,9 +30,7 @@ class Phase(StrEnum):
 
 
 _phase: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("fewnorm_phase", default=None)
-_task: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar(
-    "fewnorm_task", default=None
-)
+_task: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar("fewnorm_task", default=None)
 
 
 def current_phase() -> Phase | None:

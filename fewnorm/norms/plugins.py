@@ -53,9 +53,7 @@ def load_entry_points(registry: NormRegistry = REGISTRY) -> None:
                 obj(registry)  # a ``register(registry)`` hook; a module registers on import
             LOADED[ep.name] = source
         except Exception as exc:
-            failure = PluginFailure(
-                f"{source} (entry point '{ep.name}')", f"{type(exc).__name__}: {exc}"
-            )
+            failure = PluginFailure(f"{source} (entry point '{ep.name}')", f"{type(exc).__name__}: {exc}")
             FAILURES.append(failure)
             warnings.warn(
                 f"fewnorm plugin {failure.plugin} failed to load: {failure.error}",
@@ -92,8 +90,7 @@ def load_plugin(target: str) -> None:
         raise
     except ModuleNotFoundError as exc:
         raise PluginError(
-            f"plugin '{target}' could not be imported ({exc}); pass a .py file or an "
-            "importable module name"
+            f"plugin '{target}' could not be imported ({exc}); pass a .py file or an importable module name"
         ) from None
     except Exception as exc:
         raise PluginError(f"plugin '{target}' failed: {type(exc).__name__}: {exc}") from None

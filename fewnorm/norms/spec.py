@@ -96,9 +96,7 @@ class NormSpec:
         for key, value in options.items():
             if key not in known:
                 listing = ", ".join(known) or "none"
-                raise OptionError(
-                    f"normalizer '{self.name}' has no option '{key}'; its options: {listing}"
-                )
+                raise OptionError(f"normalizer '{self.name}' has no option '{key}'; its options: {listing}")
             checked[key] = _coerce(self.name, key, value, known[key])
         return checked
 

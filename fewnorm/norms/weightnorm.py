@@ -93,6 +93,4 @@ def weightnorm(
     bias: bool = True,
 ) -> WeightNormConv2d:
     """Weight-normalized conv with ``num_channels`` output filters; ``bias`` keeps a bias."""
-    return WeightNormConv2d(
-        in_channels, num_channels, kernel_size, stride, padding, eps=eps, bias=bias
-    )
+    return WeightNormConv2d(in_channels, num_channels, kernel_size, stride, padding, eps=eps, bias=bias)

@@ -39,9 +39,7 @@ def test_verify_minimal_ok(omniglot_root: Path) -> None:
 
 @pytest.mark.data
 def test_verify_missing_or_corrupt_exits_1(omniglot_root: Path, tmp_path: Path) -> None:
-    result = runner.invoke(
-        app, ["data", "verify", "omniglot", "--data-root", str(omniglot_root), "--json"]
-    )
+    result = runner.invoke(app, ["data", "verify", "omniglot", "--data-root", str(omniglot_root), "--json"])
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False
@@ -90,9 +88,7 @@ def test_info_reports_env_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 @pytest.mark.data
-def test_download_from_mirror(
-    omniglot_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_download_from_mirror(omniglot_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEWNORM_MIRROR", (omniglot_root / "omniglot").as_uri())
     args = ["data", "download", "omniglot", "--subset", "minimal", "--data-root", str(tmp_path)]
     first = runner.invoke(app, args)
@@ -101,9 +97,7 @@ def test_download_from_mirror(
     second = runner.invoke(app, args)
     assert second.exit_code == 0
     assert "already present" in second.stdout
-    verify = runner.invoke(
-        app, ["data", "verify", "omniglot-minimal", "--data-root", str(tmp_path)]
-    )
+    verify = runner.invoke(app, ["data", "verify", "omniglot-minimal", "--data-root", str(tmp_path)])
     assert verify.exit_code == 0
 
 

@@ -81,9 +81,7 @@ def test_evaluate_reproduces_the_test_score(trained_run: tuple[Path, dict], data
     assert json.loads(stdout)["ways"] == 10
 
 
-def test_same_seed_same_numbers(
-    trained_run: tuple[Path, dict], data_env: Path, tmp_path: Path
-) -> None:
+def test_same_seed_same_numbers(trained_run: tuple[Path, dict], data_env: Path, tmp_path: Path) -> None:
     _, summary = trained_run
     code, stdout, stderr = invoke(
         "train",
@@ -154,9 +152,7 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
-def test_bad_input_is_one_clear_line(
-    args: list[str], message: str, data_env: Path, tmp_path: Path
-) -> None:
+def test_bad_input_is_one_clear_line(args: list[str], message: str, data_env: Path, tmp_path: Path) -> None:
     if "--device" in args and __import__("torch").cuda.is_available():
         pytest.skip("CUDA present")
     code, stdout, stderr = invoke("train", *SHORT, *args, "--out", str(tmp_path / "bad"))
@@ -197,9 +193,7 @@ def test_missing_config_and_checkpoint(tmp_path: Path) -> None:
     assert code == 2 and "not a readable fewnorm checkpoint" in stderr
 
 
-def test_finished_run_directory_is_not_overwritten(
-    trained_run: tuple[Path, dict], data_env: Path
-) -> None:
+def test_finished_run_directory_is_not_overwritten(trained_run: tuple[Path, dict], data_env: Path) -> None:
     out, _ = trained_run
     before = (out / "summary.json").read_bytes()
     code, _, stderr = invoke("train", *SHORT, "--out", str(out))
@@ -228,3 +222,49 @@ def test_help_and_norms_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_entry_point_plugin_trains(data_env: Path, tmp_path: Path) -> None:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("fewnorm-example-norm")
+    except PackageNotFoundError:
+        pytest.skip("example plugin not installed (make install installs it)")
+    code, stdout, stderr = invoke(
+        "train", "--norm", "example-norm", *SHORT, "--out", str(tmp_path / "p"), "--json"
+    )
+    assert code == 0, stderr
+    assert json.loads(stdout)["config"]["norm"] == "examplenorm"
+    versions = json.loads((tmp_path / "p" / "versions.json").read_text())
+    assert versions["plugins"]["example"] == "fewnorm-example-norm==0.1.0"
+    code, stdout, _ = invoke("norms", "--json")
+    sources = {n["name"]: n["source"] for n in json.loads(stdout)}
+    assert sources["examplenorm"] == "fewnorm-example-norm==0.1.0"
+
+
+def test_plugin_file_trains_and_evaluates(data_env: Path, tmp_path: Path) -> None:
+    plugin = tmp_path / "scalenorm_plugin.py"
+    plugin.write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from fewnorm.norms import REGISTRY, register_norm\n"
+        "class Scale(nn.Module):\n"
+        "    def __init__(self, c: int) -> None:\n"
+        "        super().__init__()\n"
+        "        self.gain = nn.Parameter(torch.ones(c))\n"
+        "    def forward(self, x):\n"
+        "        return x * self.gain[None, :, None, None] / (x.abs().mean((1, 2, 3), keepdim=True) + 1e-5)\n"
+        "if 'clinorm' not in REGISTRY:\n"
+        "    @register_norm('clinorm', summary='s', paper='p', statistics=('layer',))\n"
+        "    def clinorm(num_channels: int, /) -> nn.Module:\n"
+        "        return Scale(num_channels)\n"
+    )
+    out = tmp_path / "f"
+    code, stdout, stderr = invoke(
+        "train", "--plugin", str(plugin), "--norm", "clinorm", *SHORT, "--out", str(out), "--json"
+    )
+    assert code == 0, stderr
+    assert json.loads(stdout)["config"]["norm"] == "clinorm"
+    code, _, stderr = invoke("evaluate", str(out), "--plugin", str(plugin), "--no-progress", "--json")
+    assert code == 0, stderr

@@ -21,9 +21,7 @@ def test_layernorm_moments_over_chw() -> None:
     x = torch.randn(3, 8, 4, 4) * 5 + 2
     y = create_norm("layernorm", 8)(x)
     torch.testing.assert_close(y.mean(dim=(1, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
-    torch.testing.assert_close(
-        y.var(dim=(1, 2, 3), unbiased=False), torch.ones(3), atol=1e-3, rtol=0
-    )
+    torch.testing.assert_close(y.var(dim=(1, 2, 3), unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
 
 
 def test_instancenorm_matches_torch_and_is_per_sample() -> None:

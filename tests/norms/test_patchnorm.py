@@ -15,9 +15,7 @@ from fewnorm.norms.patchnorm import PatchNormConv2d
 from fewnorm.testing import check_normalizer
 
 
-@pytest.mark.parametrize(
-    "options", [{}, {"variant": "norm", "gain": True}, {"gain": True, "init_gain": 1.0}]
-)
+@pytest.mark.parametrize("options", [{}, {"variant": "norm", "gain": True}, {"gain": True, "init_gain": 1.0}])
 def test_conformance(options: dict[str, Any]) -> None:
     check_normalizer("patchnorm", options=options)
 

@@ -48,9 +48,7 @@ def _run(code: str, **env: str) -> str:
 
 
 def test_entry_point_plugin_is_discovered(example_plugin_installed: None) -> None:
-    out = _run(
-        "from fewnorm.norms import get_norm; s = get_norm('example-norm'); print(s.name, s.source)"
-    )
+    out = _run("from fewnorm.norms import get_norm; s = get_norm('example-norm'); print(s.name, s.source)")
     assert out.split() == ["examplenorm", "fewnorm-example-norm==0.1.0"]
 
 
