@@ -59,9 +59,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_all(
-    norms: list[str], size: int, args: argparse.Namespace, device: torch.device
-) -> dict[str, float]:
+def time_all(norms: list[str], size: int, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     ep = episode(size, args.ways, args.shots, args.queries, device)
     setups = {n: make(n, size, device) for n in norms}
     for model, opt in setups.values():  # warm-up
@@ -124,9 +122,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--norms", default="", help="comma-separated (default: every registered)")
-    parser.add_argument(
-        "--sizes", default="28,84", help="image sizes: 28 (Omniglot), 84 (miniImageNet)"
-    )
+    parser.add_argument("--sizes", default="28,84", help="image sizes: 28 (Omniglot), 84 (miniImageNet)")
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--queries", type=int, default=15)
@@ -134,9 +130,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--no-memory", action="store_true", help="skip the per-norm memory subprocesses"
-    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-norm memory subprocesses")
     args = parser.parse_args()
     device = torch.device(args.device)
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -22,7 +22,7 @@ from fewnorm.config import RunConfig
 from fewnorm.data import load_split
 from fewnorm.episodes.algorithms import Algorithm, get_algorithm
 from fewnorm.episodes.sampler import EpisodeSampler
-from fewnorm.errors import ConfigError
+from fewnorm.errors import ConfigError, TrainingDiverged
 from fewnorm.metrics import Interval, mean_ci95
 from fewnorm.runs import RunDir
 
@@ -146,7 +146,7 @@ def train(
             scheduler.step()
         train_time += time.perf_counter() - t0
         if not math.isfinite(result.loss):
-            raise ConfigError(
+            raise TrainingDiverged(
                 f"training diverged at episode {episode} with normalizer '{config.norm}' "
                 f"(loss {result.loss}); lower --lr or change the normalizer's options"
             )

@@ -26,5 +26,9 @@ class DataError(FewnormError):
     """Missing, corrupt or unreadable dataset files."""
 
 
+class TrainingDiverged(FewnormError):
+    """The loss became NaN or infinite; the message names the step and the normalizer."""
+
+
 class PluginError(FewnormError):
     """A plugin that could not be loaded; carries the plugin's name."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 from torch import nn
 
@@ -14,6 +17,7 @@ from fewnorm.episodes.protonet import (
     squared_distances,
 )
 from fewnorm.episodes.sampler import Episode, EpisodeSampler
+from fewnorm.norms import list_norms
 from tests.episodes.test_sampler import make_store
 
 
@@ -67,3 +71,18 @@ def test_one_query_at_a_time_exposes_transductive_batchnorm() -> None:
     together, alone = _trained_logits("transductive", False), _trained_logits("transductive", True)
     assert not torch.allclose(together, alone, atol=1e-4)
     torch.testing.assert_close(_trained_logits("support", False), _trained_logits("support", True))
+
+
+@pytest.mark.parametrize("norm", [s.name for s in list_norms()])
+def test_every_normalizer_trains_without_nan(norm: str) -> None:
+    torch.manual_seed(0)
+    store = make_store(classes=10, per_class=20, size=28)
+    sampler = EpisodeSampler(store, ways=5, shots=1, queries=3)
+    model = Conv4(in_channels=1, hidden=16, norm=norm)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        result = protonet_train_step(model, opt, sampler.sample(gen))
+        assert math.isfinite(result.loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert 0.0 <= protonet_evaluate(model, sampler.fixed(0, 5)) <= 1.0
