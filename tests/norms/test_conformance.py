@@ -65,6 +65,7 @@ class _ParamStats(nn.Module):
         return x - self.mean[None, :, None, None]
 
 
+@pytest.mark.filterwarnings("ignore:std.*degrees of freedom:UserWarning")
 @pytest.mark.parametrize(
     ("factory", "rule"),
     [
