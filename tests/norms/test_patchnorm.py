@@ -39,10 +39,11 @@ def _unfold_reference(layer: PatchNormConv2d, x: Tensor) -> Tensor:
     norm = patches.norm(dim=1, keepdim=True)  # (N, 1, L)
     gain = torch.ones_like(layer.bias) if layer.gain is None else layer.gain
     bias, gain = layer.bias[:, None], gain[:, None]  # (Cout, 1)
+    c = layer.init_gain
     if layer.variant == "affine":
-        z = gain * (conv + bias) / torch.sqrt(norm**2 + 1)
+        z = c * gain * (conv + bias) / torch.sqrt(norm**2 + 1)
     else:
-        z = gain * conv / (norm + layer.eps) + bias
+        z = c * gain * conv / (norm + layer.eps) + bias
     return z.reshape(n, -1, h_out, w_out)
 
 
@@ -106,21 +107,24 @@ def _one_step_change(layer: nn.Module, x: Tensor, g: Tensor, lr: float) -> Tenso
 
 
 def test_step_moves_output_by_exactly_minus_lr_g() -> None:
-    """One output position (kernel = input): PatchNorm steps by -lr*g, a plain conv by
-    -lr*g*(||x||^2 + 1), the norm variant by -lr*g*(1 + ||x||^2 / (||x|| + eps)^2)."""
+    """One output position (kernel = input): PatchNorm steps by -lr*c^2*g (c = init_gain,
+    exactly -lr*g for c = 1), a plain conv by -lr*g*(||x||^2 + 1), the norm variant by
+    -lr*g*(1 + ||x||^2 / (||x|| + eps)^2)."""
     torch.manual_seed(0)
     lr = 0.1
     x = torch.randn(1, 3, 4, 4, dtype=torch.float64) * 2  # one sample, one position
     g = torch.randn(1, 6, 1, 1, dtype=torch.float64)
     squared = x.pow(2).sum()
 
-    affine = create_norm("patchnorm", 6, in_channels=3, kernel_size=4).double()
+    affine = create_norm("patchnorm", 6, in_channels=3, kernel_size=4, init_gain=1.0).double()
     torch.testing.assert_close(_one_step_change(affine, x, g, lr), -lr * g)
+    scaled = create_norm("patchnorm", 6, in_channels=3, kernel_size=4).double()  # c = sqrt(48)
+    torch.testing.assert_close(_one_step_change(scaled, x, g, lr), -lr * 48 * g)
 
     plain = nn.Conv2d(3, 6, 4).double()
     torch.testing.assert_close(_one_step_change(plain, x, g, lr), -lr * g * (squared + 1))
 
-    norm = create_norm("patchnorm", 6, in_channels=3, kernel_size=4, variant="norm").double()
+    norm = create_norm("patchnorm", 6, in_channels=3, kernel_size=4, variant="norm", init_gain=1.0).double()
     factor = 1 + squared / (squared.sqrt() + norm.eps) ** 2
     torch.testing.assert_close(_one_step_change(norm, x, g, lr), -lr * g * factor)
 
@@ -170,7 +174,7 @@ def test_default_init_keeps_conv4_activation_scale() -> None:
 def test_default_init_scales_kaiming_by_patch_norm() -> None:
     layer = create_norm("patchnorm", 256, in_channels=64, kernel_size=3)
     assert layer.init_gain == pytest.approx(24.0)  # sqrt(64 * 9)
-    assert float(layer.weight.detach().std()) == pytest.approx(2**0.5, rel=0.02)  # 24 sqrt(2/576)
+    assert float(layer.weight.detach().std()) == pytest.approx((2 / 576) ** 0.5, rel=0.02)  # Kaiming
 
 
 def test_command_line_strings_are_coerced() -> None:
