@@ -1,4 +1,4 @@
-"""``fewnorm data``: download, verify and inspect the Omniglot files and cached stores.
+"""``fewnorm data``: download, verify and inspect the dataset files and cached stores.
 
 None of these commands imports torch.
 """
@@ -24,11 +24,11 @@ from rich.progress import (
 from rich.table import Table
 
 from fewnorm.data.files import KNOWN_FILES, FileStatus, check_file, download_hint
-from fewnorm.data.registry import DATASETS, canonical_dataset, dataset_files
+from fewnorm.data.registry import ALL_DATASETS, DATASETS, MINI_IMAGENET, canonical_dataset, dataset_files
 from fewnorm.data.root import describe_data_root, omniglot_dir, store_cache_dir
 
 app = typer.Typer(
-    help="Download, verify and inspect datasets (Omniglot zips and cached image stores).",
+    help="Download, verify and inspect datasets (Omniglot, miniImageNet and cached image stores).",
     no_args_is_help=True,
 )
 
@@ -36,7 +36,7 @@ DataRoot = Annotated[
     Path | None,
     typer.Option(
         "--data-root",
-        help="Data root holding omniglot/ (default: $FEWNORM_DATA, else the user cache).",
+        help="Data root holding omniglot/ and mini-imagenet/ (default: $FEWNORM_DATA, else the user cache).",
     ),
 ]
 # Consoles resolve sys.stdout / sys.stderr when printing, so test runners capture them.
@@ -77,16 +77,28 @@ def _files_table(title: str, statuses: list[FileStatus]) -> Table:
 
 @app.command()
 def download(
-    dataset: Annotated[str, typer.Argument(help=f"Dataset: {', '.join(DATASETS)}.")],
+    dataset: Annotated[str, typer.Argument(help=f"Dataset: {', '.join(ALL_DATASETS)}.")],
     subset: Annotated[
         Subset | None,
-        typer.Option(help="Files to fetch (default: what DATASET needs; omniglot: full)."),
+        typer.Option(help="Files to fetch (default: what DATASET needs; omniglot: full, with all_runs.zip)."),
     ] = None,
     data_root: DataRoot = None,
 ) -> None:
-    """Download the official zips (or from $FEWNORM_MIRROR), verify them, skip intact ones."""
+    """Download the official zips (or from $FEWNORM_MIRROR), verify them, skip intact ones.
+
+    mini-imagenet has no stable public download: without $FEWNORM_MIRROR this explains where
+    to get it and which layouts are read (exit code 1); with it, fetches its pickles.
+    """
+    import os
+
+    from fewnorm.data.download import ENV_MIRROR
     from fewnorm.data.download import download as fetch
 
+    if canonical_dataset(dataset) == MINI_IMAGENET and not os.environ.get(ENV_MIRROR, "").strip():
+        from fewnorm.data.minifiles import howto, mini_imagenet_dir
+
+        stdout.print(escape(howto(mini_imagenet_dir(describe_data_root(data_root)[0]))), soft_wrap=True)
+        raise typer.Exit(1)
     tasks: dict[str, TaskID] = {}
     columns = (
         TextColumn("{task.description}"),
@@ -103,12 +115,14 @@ def download(
             progress.update(tasks[name], completed=done)
 
         results = fetch(dataset, subset.value if subset else None, data_root, progress=on_bytes)
-    table = Table(title=f"Omniglot files in {results[0].path.parent}", title_justify="left")
+    table = Table(title=f"files in {results[0].path.parent}", title_justify="left")
     for column in ("file", "status", "size"):
         table.add_column(column)
     for r in results:
         status = "[green]downloaded[/]" if r.status == "downloaded" else "already present"
-        table.add_row(r.name, status, _size(r.size))
+        table.add_row(
+            r.name, status + ("" if r.verified else " (no checksum known: size only)"), _size(r.size)
+        )
     stdout.print(table)
 
 
@@ -116,7 +130,7 @@ def download(
 def verify(
     dataset: Annotated[
         str | None,
-        typer.Argument(help=f"Dataset whose files must be intact ({', '.join(DATASETS)})."),
+        typer.Argument(help=f"Dataset whose files must be intact ({', '.join(ALL_DATASETS)})."),
     ] = None,
     data_root: DataRoot = None,
     json_output: JsonFlag = False,
@@ -127,6 +141,9 @@ def verify(
     and at least one dataset complete.
     """
     root, _ = describe_data_root(data_root)
+    if dataset and canonical_dataset(dataset) == MINI_IMAGENET:
+        _verify_mini_imagenet(root, json_output)
+        return
     directory = omniglot_dir(root)
     names = dataset_files(dataset) if dataset else list(KNOWN_FILES)
     by_name = {name: check_file(directory, name) for name in KNOWN_FILES}
@@ -161,6 +178,50 @@ def verify(
                 f"{download_hint(bad)} (add --data-root {escape(str(root))} if needed).",
                 soft_wrap=True,
             )
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _verify_mini_imagenet(root: Path, json_output: bool) -> None:
+    """Images, classes and shapes of each split against 64/16/20 x 600 at 84x84x3; exit 1 if off."""
+    from fewnorm.data.minifiles import mini_imagenet_dir, verify_split
+
+    directory = mini_imagenet_dir(root)
+    reports = [verify_split(directory, split) for split in ("train", "val", "test")]
+    ok = all(r.ok for r in reports)
+    if json_output:
+        print_json(
+            {
+                "root": str(root),
+                "directory": str(directory),
+                "dataset": MINI_IMAGENET,
+                "ok": ok,
+                "splits": [r.to_json() for r in reports],
+            }
+        )
+    else:
+        table = Table(title=f"miniImageNet in {directory}", title_justify="left")
+        for column in ("split", "layout", "images", "classes", "per class", "shape", "status"):
+            table.add_column(column, overflow="fold")
+        for r in reports:
+            per_class = (
+                f"{r.min_per_class}"
+                if r.min_per_class == r.max_per_class
+                else f"{r.min_per_class}-{r.max_per_class}"
+            )
+            table.add_row(
+                r.split,
+                r.layout or "[red]missing[/]",
+                f"{r.images} / {r.expected_classes * r.expected_per_class}",
+                f"{r.classes} / {r.expected_classes}",
+                f"{per_class} / {r.expected_per_class}",
+                "x".join(map(str, r.image_shape)) if r.image_shape else "-",
+                "[green]ok[/]" if r.ok else "[red]problem[/]",
+            )
+        stdout.print(table)
+        for r in reports:
+            if r.problem:
+                stderr.print(f"[red]{r.split}[/]: {escape(r.problem)}", soft_wrap=True)
     if not ok:
         raise typer.Exit(1)
 

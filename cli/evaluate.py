@@ -1,12 +1,20 @@
-"""``fewnorm evaluate``: re-score a checkpoint on the fixed test episodes."""
+"""``fewnorm evaluate``: re-score a checkpoint on the fixed test episodes, or on Lake's runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from fewnorm.cli.train import PLUGIN_HELP, load_plugins
+from fewnorm.errors import ConfigError
+from fewnorm.names import normalize_name, unknown_name
+
+if TYPE_CHECKING:
+    from fewnorm.episodes.lake import LakeTask
+
+BENCHMARKS = ("lake20",)
 
 
 def evaluate(
@@ -22,12 +30,34 @@ def evaluate(
         False, "--query-one-at-a-time", help="Score each query image alone (exposes transductive norms)."
     ),
     inner_steps_test: int | None = typer.Option(None, help="MAML inner steps (default: the run's)."),
+    benchmark: str | None = typer.Option(
+        None, help="Score on a benchmark instead of episodes: lake20 (Lake's 20 one-shot runs)."
+    ),
+    runs: Path | None = typer.Option(
+        None, help="lake20: all_runs.zip or its folder (default: <data root>/omniglot/all_runs.zip)."
+    ),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
 ) -> None:
-    """Score a trained model on the same fixed episodes every run uses."""
+    """Score a trained model on the same fixed episodes every run uses, or on Lake's runs."""
     load_plugins(plugin)
+    if benchmark is not None:
+        episodic: dict[str, object] = {"--ways": ways, "--shots": shots, "--queries": queries}
+        episodic |= {"--episodes": episodes, "--inner-steps-test": inner_steps_test}
+        episodic["--split"] = None if split == "test" else split
+        given = [flag for flag, value in episodic.items() if value is not None]
+        if normalize_name(benchmark) not in BENCHMARKS:
+            raise unknown_name("benchmark", benchmark, BENCHMARKS)
+        if given:
+            raise ConfigError(f"{', '.join(given)} do not apply to --benchmark lake20 (20-way 1-shot runs)")
+        from fewnorm.episodes.lake import load_lake20
+
+        task = load_lake20(run, runs=runs, data_root=data_root)  # refusals before any progress bar
+        _lake20(task, {"device": device, "one_at_a_time": query_one_at_a_time or None}, json_output, progress)
+        return
+    if runs is not None:
+        raise ConfigError("--runs applies to --benchmark lake20 only")
     from rich.table import Table
 
     from fewnorm.cli.render import norm_label, print_json, stdout, train_progress
@@ -70,3 +100,32 @@ def evaluate(
     ):
         table.add_row(key, value)
     stdout.print(table)
+
+
+def _lake20(task: LakeTask, options: dict[str, Any], json_output: bool, progress: bool) -> None:
+    """``--benchmark lake20``: per-run errors and their mean, as a table or JSON."""
+    from rich.table import Table
+
+    from fewnorm.cli.render import norm_label, print_json, stdout, train_progress
+    from fewnorm.episodes.lake import score_lake20
+
+    with train_progress(progress and not json_output) as bars:
+        result = score_lake20(task, **options, on_stage=bars.on_stage)
+    if json_output:
+        print_json(result.to_dict())
+        return
+    c = result.config
+    table = Table(
+        title=f"Lake's one-shot runs: {c['dataset']}, {norm_label(c['norm'], c['norm_options'])}",
+        title_justify="left",
+    )
+    for column in ("run", "correct", "error %"):
+        table.add_column(column, justify="right")
+    for name, correct, items, error in zip(
+        result.runs, result.correct, result.items, result.errors, strict=True
+    ):
+        table.add_row(name, f"{correct}/{items}", f"{error:.1f}")
+    table.add_section()
+    table.add_row("[bold]mean[/]", "", f"[bold green]{result.mean_error:.2f}[/]")
+    stdout.print(table)
+    stdout.print(f"runs: {result.runs_path}", soft_wrap=True, highlight=False)

@@ -9,9 +9,12 @@ from torch import nn
 
 from fewnorm.backbones.blocks import conv_norm_act
 from fewnorm.backbones.conv4 import Conv4
+from fewnorm.backbones.dropblock import DropBlock2d
+from fewnorm.backbones.resnet12 import ResNet12
+from fewnorm.errors import OptionError
 from fewnorm.names import normalize_name, unknown_name
 
-BACKBONES = ("conv4",)
+BACKBONES = ("conv4", "resnet12")
 
 
 def build_backbone(
@@ -21,11 +24,23 @@ def build_backbone(
     norm: str,
     norm_options: Mapping[str, Any] | None = None,
     hidden: int = 64,
+    dropblock: float = 0.0,
+    dropblock_size: int = 5,
 ) -> nn.Module:
-    """Build the backbone ``name`` with the normalizer ``norm`` in every block."""
-    if normalize_name(name) == "conv4":
+    """Build the backbone ``name`` with the normalizer ``norm`` in every block.
+
+    ``hidden`` is Conv-4's width (ResNet-12's widths are fixed at 64-160-320-640).
+    ``dropblock`` (a drop probability, 0 = off) and ``dropblock_size`` switch on DropBlock
+    in ResNet-12's last two blocks; Conv-4 has none.
+    """
+    key = normalize_name(name)
+    if key == "conv4":
+        if dropblock:
+            raise OptionError("dropblock applies to the resnet12 backbone only, not conv4")
         return Conv4(in_channels, hidden, norm, norm_options)
+    if key == "resnet12":
+        return ResNet12(in_channels, norm, norm_options, dropblock=dropblock, dropblock_size=dropblock_size)
     raise unknown_name("backbone", name, BACKBONES)
 
 
-__all__ = ["BACKBONES", "Conv4", "build_backbone", "conv_norm_act"]
+__all__ = ["BACKBONES", "Conv4", "DropBlock2d", "ResNet12", "build_backbone", "conv_norm_act"]

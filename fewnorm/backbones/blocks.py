@@ -39,9 +39,7 @@ def conv_norm_act(
         }
         layers.append(spec.build(out_channels, **geometry, **options))
     else:
-        layers.append(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=spec.conv_bias)
-        )
+        layers.append(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=spec.conv_bias))
         layers.append(spec.build(out_channels, **options))
     if activation and spec.kind is not NormKind.NORM_ACT:
         layers.append(nn.ReLU(inplace=False))

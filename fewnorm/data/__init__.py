@@ -1,4 +1,4 @@
-"""Datasets as in-memory uint8 image stores: Omniglot splits, files, download, cache.
+"""Datasets as in-memory uint8 image stores: Omniglot and miniImageNet splits, files, cache.
 
 ``load_split("omniglot-minimal", "train")`` returns an :class:`ImageStore`; the first call
 decodes and caches it, later calls read the cache. torch is imported on first use of
@@ -8,24 +8,54 @@ decodes and caches it, later calls read the cache. torch is imported on first us
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fewnorm.data.registry import DATASETS, SPLITS, dataset_files
+from fewnorm.data.registry import (
+    ALL_DATASETS,
+    DATASETS,
+    MINI_IMAGENET,
+    SPLITS,
+    canonical_dataset,
+    dataset_files,
+)
 from fewnorm.data.root import resolve_data_root
+from fewnorm.errors import OptionError
 
 if TYPE_CHECKING:
-    from fewnorm.data.omniglot import load_split
     from fewnorm.data.store import ImageStore
 
-__all__ = ["DATASETS", "SPLITS", "ImageStore", "dataset_files", "load_split", "resolve_data_root"]
+__all__ = [
+    "ALL_DATASETS",
+    "DATASETS",
+    "SPLITS",
+    "ImageStore",
+    "dataset_files",
+    "load_split",
+    "resolve_data_root",
+]
+
+
+def load_split(dataset: str, split: str, root: Path | str | None = None, **options: Any) -> ImageStore:
+    """The uint8 image store of one split of ``dataset`` (any of :data:`ALL_DATASETS`).
+
+    Omniglot datasets take the options of :func:`fewnorm.data.omniglot.load_split`
+    (``image_size``, ``rotations``); ``mini-imagenet`` takes none
+    (:func:`fewnorm.data.miniimagenet.load_split`).
+    """
+    if canonical_dataset(dataset) == MINI_IMAGENET:
+        if options:
+            raise OptionError(f"{MINI_IMAGENET} takes no load options, got {', '.join(options)}.")
+        from fewnorm.data.miniimagenet import load_split as load_mini
+
+        return load_mini(split, root)
+    from fewnorm.data.omniglot import load_split as load_omniglot
+
+    return load_omniglot(dataset, split, root, **options)
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562 lazy attributes: these two pull in torch.
-    if name == "load_split":
-        from fewnorm.data.omniglot import load_split
-
-        return load_split
+    # PEP 562 lazy attribute: the store pulls in torch.
     if name == "ImageStore":
         from fewnorm.data.store import ImageStore
 

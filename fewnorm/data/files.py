@@ -217,9 +217,7 @@ def check_file(directory: Path, name: str) -> FileStatus:
         problem = None
     except DataError as exc:
         problem = str(exc)
-    return FileStatus(
-        name, True, source.kind, str(source.path), size, md5, problem is None, problem
-    )
+    return FileStatus(name, True, source.kind, str(source.path), size, md5, problem is None, problem)
 
 
 def require_sources(directory: Path, names: list[str], *, needed_by: str) -> list[Source]:

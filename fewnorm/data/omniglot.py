@@ -107,9 +107,7 @@ def load_split(
     return store
 
 
-def _cache_key(
-    dataset: str, split: str, image_size: int, rotate: bool, sources: list[Source]
-) -> str:
+def _cache_key(dataset: str, split: str, image_size: int, rotate: bool, sources: list[Source]) -> str:
     spec = {
         "preprocess": PREPROCESS_VERSION,
         "store": STORE_VERSION,
@@ -208,9 +206,7 @@ def preprocess(raw: torch.Tensor, image_size: int) -> torch.Tensor:
     return out
 
 
-def _build(
-    dataset: str, split: str, sources: list[Source], image_size: int, rotate: bool
-) -> ImageStore:
+def _build(dataset: str, split: str, sources: list[Source], image_size: int, rotate: bool) -> ImageStore:
     (source,) = sources  # every split reads exactly one archive
     chars = _select(dataset, split, source)
     paths = [p for rels in chars.values() for p in rels]

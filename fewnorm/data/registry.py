@@ -9,9 +9,15 @@ BACKGROUND = "images_background.zip"
 EVALUATION = "images_evaluation.zip"
 SMALL1 = "images_background_small1.zip"
 SMALL2 = "images_background_small2.zip"
+#: Lake's 20 one-shot classification runs (no published checksum: size only).
+RUNS = "all_runs.zip"
+#: miniImageNet; its files depend on the layout users arrive with (see :mod:`fewnorm.data.minifiles`).
+MINI_IMAGENET = "mini-imagenet"
 
-#: Every dataset :func:`fewnorm.data.load_split` serves, by canonical name.
+#: The Omniglot datasets, served from the official zips, by canonical name.
 DATASETS: tuple[str, ...] = ("omniglot", "omniglot-minimal")
+#: Every dataset :func:`fewnorm.data.load_split` serves, by canonical name.
+ALL_DATASETS: tuple[str, ...] = (*DATASETS, MINI_IMAGENET)
 
 #: Split names, in the order runs use them.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -22,11 +28,11 @@ _SPLIT_FILES: dict[str, dict[str, tuple[str, ...]]] = {
     "omniglot-minimal": {"train": (SMALL1,), "val": (SMALL1,), "test": (SMALL2,)},
 }
 
-#: The download subsets of ``fewnorm data download``.
+#: The download subsets of ``fewnorm data download`` (``full`` and ``all`` add Lake's runs).
 SUBSETS: dict[str, tuple[str, ...]] = {
     "minimal": (SMALL1, SMALL2),
-    "full": (BACKGROUND, EVALUATION),
-    "all": (BACKGROUND, EVALUATION, SMALL1, SMALL2),
+    "full": (BACKGROUND, EVALUATION, RUNS),
+    "all": (BACKGROUND, EVALUATION, SMALL1, SMALL2, RUNS),
 }
 
 #: The subset that ``fewnorm data download DATASET`` fetches when none is named.
@@ -39,9 +45,23 @@ def canonical_dataset(name: str) -> str:
     Raises :class:`~fewnorm.errors.UnknownNameError` with the closest match otherwise.
     """
     key = normalize_name(name)
+    for known in ALL_DATASETS:
+        if normalize_name(known) == key:
+            return known
+    raise unknown_name("dataset", name, ALL_DATASETS)
+
+
+def _omniglot_dataset(name: str) -> str:
+    """The canonical name of Omniglot dataset ``name``: the datasets with a fixed zip list."""
+    key = normalize_name(name)
     for known in DATASETS:
         if normalize_name(known) == key:
             return known
+    if key == normalize_name(MINI_IMAGENET):
+        raise DataError(
+            f"{MINI_IMAGENET} has no fixed file list (it reads one of three layouts); "
+            f"check its files with `fewnorm data verify {MINI_IMAGENET}`."
+        )
     raise unknown_name("dataset", name, DATASETS)
 
 
@@ -53,14 +73,14 @@ def check_split(split: str) -> str:
 
 
 def dataset_files(dataset: str) -> list[str]:
-    """The zip names that ``dataset`` needs for all its splits, in a stable order."""
-    per_split = _SPLIT_FILES[canonical_dataset(dataset)]
+    """The zip names that Omniglot ``dataset`` needs for all its splits, in a stable order."""
+    per_split = _SPLIT_FILES[_omniglot_dataset(dataset)]
     return list(dict.fromkeys(name for split in SPLITS for name in per_split[split]))
 
 
 def split_files(dataset: str, split: str) -> list[str]:
-    """The zip names that one split of ``dataset`` reads."""
-    return list(_SPLIT_FILES[canonical_dataset(dataset)][check_split(split)])
+    """The zip names that one split of Omniglot ``dataset`` reads."""
+    return list(_SPLIT_FILES[_omniglot_dataset(dataset)][check_split(split)])
 
 
 def subset_files(subset: str) -> list[str]:

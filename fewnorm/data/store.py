@@ -123,9 +123,7 @@ class ImageStore:
                 f"reads {STORE_VERSION}; delete it so it is rebuilt."
             )
         try:
-            return cls(
-                obj["images"], obj["class_starts"], obj["class_sizes"], list(obj["class_names"])
-            )
+            return cls(obj["images"], obj["class_starts"], obj["class_sizes"], list(obj["class_names"]))
         except (KeyError, ValueError, TypeError) as exc:
             raise DataError(f"image store {path} is inconsistent ({exc}); delete it.") from None
 

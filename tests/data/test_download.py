@@ -54,9 +54,7 @@ def _assert_valid(directory: Path) -> None:
     assert sorted(p.name for p in directory.iterdir()) == list(SMALL)  # no temporary files
 
 
-def test_file_mirror_then_skip(
-    omniglot_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_file_mirror_then_skip(omniglot_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEWNORM_MIRROR", (omniglot_root / "omniglot").as_uri())
     seen: dict[str, tuple[int, int | None]] = {}
     results = download(

@@ -52,9 +52,7 @@ def test_cache_dir_beside_writable_data(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert root_mod.store_cache_dir(tmp_path) == tmp_path / "omniglot" / ".fewnorm-cache"
 
 
-def test_cache_dir_falls_back_for_read_only_data(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_cache_dir_falls_back_for_read_only_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("FEWNORM_CACHE")
     monkeypatch.setattr(root_mod, "user_store_dir", lambda: tmp_path / "user")
     data = tmp_path / "omniglot"

@@ -107,15 +107,13 @@ def test_images_in_file_name_order(synthetic_root: Path) -> None:
     alphabet = EVALUATION_ALPHABETS[0]
     folder = synthetic_root / "omniglot" / "images_evaluation" / alphabet / "character01"
     for row, png in enumerate(sorted(folder.glob("*.png"))):
-        scan = torch.frombuffer(
-            bytearray(Image.open(png).convert("L").tobytes()), dtype=torch.uint8
-        ).view(105, 105)
+        scan = torch.frombuffer(bytearray(Image.open(png).convert("L").tobytes()), dtype=torch.uint8).view(
+            105, 105
+        )
         assert torch.equal(test.images[row, 0], 255 - scan)
 
 
-def test_missing_val_alphabet_is_reported(
-    synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_val_alphabet_is_reported(synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     background = synthetic_root / "omniglot" / "images_background"
     hebrew = background / "Hebrew"
     for png in hebrew.glob("*/*.png"):

@@ -13,9 +13,7 @@ from fewnorm.errors import DataError
 
 def _store(sizes: tuple[int, ...] = (3, 1, 2)) -> ImageStore:
     gen = torch.Generator().manual_seed(0)
-    per_class = [
-        torch.randint(0, 256, (n, 1, 4, 5), generator=gen, dtype=torch.uint8) for n in sizes
-    ]
+    per_class = [torch.randint(0, 256, (n, 1, 4, 5), generator=gen, dtype=torch.uint8) for n in sizes]
     return ImageStore.from_classes(per_class, [f"A/character{i:02d}" for i in range(len(sizes))])
 
 

@@ -1,0 +1,178 @@
+"""Lake's one-shot classification benchmark (``lake20``) for a trained ProtoNet.
+
+Each of the 20 runs is one 20-way 1-shot task: its 20 training images are the support
+set, its 20 test items the query set, embedded under the phase signal in one task
+scope; each test item is assigned the training image whose embedding is nearest (ties
+to the first in file order, as ``argmin`` in the original). Scored exactly as Lake's
+``demo_classification.py``: per run ``100 - 100 * correct / ntest`` percent error, then
+the mean over the 20 runs. Only models trained on an alphabet-disjoint split
+(``omniglot``, ``omniglot-minimal``) may be scored: a Vinyals split's training alphabets
+include the runs' alphabets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fewnorm.config import RunConfig
+from fewnorm.data.lake import LakeRun, default_runs_path, load_runs
+from fewnorm.data.registry import DATASETS, canonical_dataset
+from fewnorm.episodes.algorithms import get_algorithm
+from fewnorm.episodes.loop import resolve_device
+from fewnorm.episodes.protonet import protonet_logits
+from fewnorm.episodes.sampler import Episode
+from fewnorm.errors import ConfigError, UnknownNameError
+from fewnorm.names import normalize_name
+from fewnorm.runs import load_checkpoint
+
+BENCHMARK = "lake20"
+#: Training datasets alphabet-disjoint from the runs (their test alphabets are not trained on).
+LAKE_SAFE_DATASETS: tuple[str, ...] = DATASETS
+
+
+@dataclass(frozen=True)
+class LakeResult:
+    """Per-run and mean error of one model on Lake's 20 runs."""
+
+    checkpoint: str
+    config: dict[str, Any]
+    runs_path: str
+    runs: list[str]
+    correct: list[int]
+    items: list[int]
+    errors: list[float]  # percent, per run
+
+    @property
+    def mean_error(self) -> float:
+        """Mean percent error over the runs (the benchmark's score)."""
+        return sum(self.errors) / len(self.errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "benchmark": BENCHMARK,
+            "checkpoint": self.checkpoint,
+            "dataset": self.config["dataset"],
+            "norm": self.config["norm"],
+            "norm_options": self.config["norm_options"],
+            "runs_path": self.runs_path,
+            "runs": [
+                {"run": r, "correct": c, "items": n, "error": e}
+                for r, c, n, e in zip(self.runs, self.correct, self.items, self.errors, strict=True)
+            ],
+            "mean_error": self.mean_error,
+        }
+
+
+def run_error(correct: int, items: int) -> float:
+    """Percent error of one run, computed as the original (``100 - 100 * correct / ntest``)."""
+    pcorrect = 100 * correct / items
+    return 100 - pcorrect
+
+
+def check_lake_safe(config: RunConfig) -> None:
+    """Raise :class:`ConfigError` unless ``config`` trained a ProtoNet on an alphabet-disjoint split."""
+    try:
+        dataset = canonical_dataset(config.dataset)
+    except UnknownNameError:
+        dataset = config.dataset
+    if dataset not in LAKE_SAFE_DATASETS:
+        why = (
+            "a Vinyals split, whose training alphabets include those of Lake's runs"
+            if "vinyals" in normalize_name(dataset)
+            else "not an Omniglot split known to be alphabet-disjoint from Lake's runs"
+        )
+        raise ConfigError(
+            f"cannot score this model on {BENCHMARK}: it was trained on '{config.dataset}', {why}; "
+            f"score models trained on {' or '.join(LAKE_SAFE_DATASETS)}."
+        )
+    if normalize_name(config.algo) != "protonet":
+        raise ConfigError(
+            f"{BENCHMARK} scores ProtoNet models (nearest embedding); this run is '{config.algo}'."
+        )
+
+
+@torch.no_grad()
+def score_run(model: nn.Module, run: LakeRun, device: torch.device, *, one_at_a_time: bool = False) -> int:
+    """How many test items of ``run`` the model assigns to their correct training image."""
+    model.eval()
+    support = run.training.to(device).float().div_(255.0)  # (20, 1, S, S)
+    query = run.test.to(device).float().div_(255.0)  # (20, 1, S, S)
+    answers = torch.tensor(run.answers, device=device)  # (20,)
+    ways = support.shape[0]
+    episode = Episode(support, torch.arange(ways, device=device), query, answers, ways, 1, 1)
+    logits = protonet_logits(model, episode, one_at_a_time=one_at_a_time)  # (20, 20)
+    return int((logits.argmax(1) == answers).sum())  # argmax: the first of equal maxima
+
+
+@dataclass(frozen=True)
+class LakeTask:
+    """A checkpoint checked for ``lake20`` and the runs to score it on."""
+
+    checkpoint: str
+    config: RunConfig
+    state: dict[str, Any] = field(repr=False)
+    runs_path: Path
+    runs: list[LakeRun] = field(repr=False)
+
+
+def load_lake20(path: Path, *, runs: Path | None = None, data_root: Path | None = None) -> LakeTask:
+    """Load and check the checkpoint at ``path`` and Lake's runs (the zip or its folder).
+
+    ``runs`` defaults to ``<data root>/omniglot/all_runs.zip`` (data root: ``data_root``,
+    else the run's, else ``$FEWNORM_DATA``). Every refusal happens here, before scoring.
+    """
+    state = load_checkpoint(path)
+    config = RunConfig.model_validate(state["config"])
+    check_lake_safe(config)
+    runs_path = runs or default_runs_path(data_root or config.data_root)
+    return LakeTask(str(path), config, state, runs_path, load_runs(runs_path))
+
+
+def score_lake20(
+    task: LakeTask,
+    *,
+    device: str = "cpu",
+    one_at_a_time: bool | None = None,
+    on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
+) -> LakeResult:
+    """Score ``task``'s model on each run; ``one_at_a_time`` defaults to the run's setting."""
+    dev = resolve_device(device)
+    config = task.config
+    model = get_algorithm(config).build(config, task.runs[0].training.shape[1]).to(dev)
+    model.load_state_dict(task.state["model"])
+    alone = config.query_one_at_a_time if one_at_a_time is None else one_at_a_time
+    callback = on_stage(BENCHMARK, len(task.runs)) if on_stage else None
+    correct = []
+    for i, run in enumerate(task.runs):
+        correct.append(score_run(model, run, dev, one_at_a_time=alone))
+        if callback is not None:
+            callback(i + 1)
+    items = [len(run.test_files) for run in task.runs]
+    return LakeResult(
+        task.checkpoint,
+        config.model_dump(),
+        str(task.runs_path),
+        [run.name for run in task.runs],
+        correct,
+        items,
+        [run_error(c, n) for c, n in zip(correct, items, strict=True)],
+    )
+
+
+def evaluate_lake20(
+    path: Path,
+    *,
+    runs: Path | None = None,
+    data_root: Path | None = None,
+    device: str = "cpu",
+    one_at_a_time: bool | None = None,
+) -> LakeResult:
+    """:func:`load_lake20` then :func:`score_lake20`: the checkpoint's errors on Lake's runs."""
+    task = load_lake20(path, runs=runs, data_root=data_root)
+    return score_lake20(task, device=device, one_at_a_time=one_at_a_time)
