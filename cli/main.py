@@ -27,7 +27,7 @@ class _FewnormGroup(TyperGroup):
 app = typer.Typer(
     name="fewnorm",
     cls=_FewnormGroup,
-    help="Few-shot learning with any normalization layer: train, evaluate, list norms, data.",
+    help="Few-shot learning with any normalization layer: train, evaluate, compare, probe, norms, data.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,10 +36,12 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from fewnorm.cli import data, evaluate, norms, train
+    from fewnorm.cli import compare, data, evaluate, norms, probe, train
 
     app.command()(train.train)
     app.command()(evaluate.evaluate)
+    app.command()(compare.compare)
+    app.command()(probe.probe)
     app.add_typer(norms.app, name="norms")
     app.add_typer(data.app, name="data")
 

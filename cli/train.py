@@ -31,8 +31,8 @@ def load_plugins(targets: list[str] | None) -> None:
 
 
 def train(
-    algo: str | None = typer.Option(None, help="Algorithm: protonet."),
-    dataset: str | None = typer.Option(None, help="omniglot | omniglot-minimal."),
+    algo: str | None = typer.Option(None, help="Algorithm: protonet | maml | fomaml | anil."),
+    dataset: str | None = typer.Option(None, help="omniglot | omniglot-minimal | mini-imagenet."),
     ways: int | None = typer.Option(None, help="Ways of validation and test episodes."),
     shots: int | None = typer.Option(None, help="Support images per class."),
     queries: int | None = typer.Option(None, help="Query images per class at validation/test."),
@@ -46,6 +46,9 @@ def train(
     inner_steps_test: int | None = typer.Option(None, help="MAML inner steps at validation/test."),
     buffer_policy: str | None = typer.Option(None, help="MAML buffers: per_task | global."),
     head: str | None = typer.Option(None, help="Head: linear | affine-divergence (MAML/ANIL)."),
+    augment: bool | None = typer.Option(
+        None, "--augment/--no-augment", help="Augment training episodes (crop, colour jitter, flip)."
+    ),
     query_one_at_a_time: bool | None = typer.Option(
         None, "--query-one-at-a-time/--queries-together", help="Score each query image alone."
     ),
@@ -53,7 +56,7 @@ def train(
     norm_opt: list[str] | None = typer.Option(
         None, "--norm-opt", help="Normalizer option key=value (repeatable)."
     ),
-    backbone: str | None = typer.Option(None, help="Backbone: conv4."),
+    backbone: str | None = typer.Option(None, help="Backbone: conv4 | resnet12."),
     hidden: int | None = typer.Option(None, help="Filters per Conv-4 block."),
     lr: float | None = typer.Option(None, help="Adam learning rate."),
     val_every: int | None = typer.Option(None, help="Validate every N training episodes."),
@@ -64,6 +67,12 @@ def train(
     device: str | None = typer.Option(None, help="cpu | cuda | cuda:N."),
     data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<time>-<dataset>-<norm>)."),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue the interrupted run in RUN_DIR from its last checkpoint.",
+        metavar="RUN_DIR",
+    ),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
@@ -88,6 +97,7 @@ def train(
         "inner_steps_test": inner_steps_test,
         "buffer_policy": buffer_policy,
         "head": head,
+        "augment": augment,
         "query_one_at_a_time": query_one_at_a_time,
         "norm": norm,
         "backbone": backbone,
@@ -100,15 +110,43 @@ def train(
         "device": device,
         "data_root": str(data_root) if data_root else None,
     }
-    resolved = resolve_config(config, overrides)
-    resolved = _check_norm(resolved, parse_norm_options(norm_opt))
-    run_dir = out or _default_out(resolved.dataset, resolved.norm)
+    if resume is not None:
+        given = [k for k, v in overrides.items() if v is not None]
+        given += (
+            ["config"] * (config is not None) + ["norm_opt"] * bool(norm_opt) + ["out"] * (out is not None)
+        )
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ConfigError(f"--resume continues the run with its saved configuration; drop {flags}")
+        if not (resume / "config.yaml").is_file():
+            raise ConfigError(f"'{resume}' is not a run directory (no config.yaml); pass the run's --out")
+        resolved = resolve_config(resume / "config.yaml")
+        run_dir = resume
+    else:
+        resolved = resolve_config(config, overrides)
+        resolved = _check_norm(resolved, parse_norm_options(norm_opt))
+        run_dir = out or _default_out(resolved.dataset, resolved.norm)
 
     from fewnorm.cli.render import print_json, stdout, summary_table, train_progress
+    from fewnorm.episodes.loop import RunInterrupted
     from fewnorm.episodes.loop import train as run_training
 
-    with train_progress(progress and not json_output) as bars:
-        summary = run_training(resolved, run_dir, on_episode=bars.on_episode, on_stage=bars.on_stage)
+    try:
+        with train_progress(progress and not json_output) as bars:
+            summary = run_training(
+                resolved,
+                run_dir,
+                resume=resume is not None,
+                on_episode=bars.on_episode,
+                on_stage=bars.on_stage,
+            )
+    except RunInterrupted as stop:
+        typer.echo(
+            f"interrupted at episode {stop.episode}/{stop.total}; checkpoint saved; "
+            f"resume with: fewnorm train --resume {stop.run_dir}",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     if json_output:
         print_json(summary.to_dict() | {"test_accuracies": None})
     else:

@@ -1,7 +1,12 @@
-"""Meta-training, validation on fixed episodes, best checkpoint, and the final test.
+"""Meta-training, validation on fixed episodes, checkpoints, resumption, and the final test.
 
 The loop only orchestrates: the algorithm lives in pure step functions
 (:mod:`fewnorm.episodes.algorithms`), the files in :mod:`fewnorm.runs`.
+
+Checkpoint cadence: ``last.pt`` (model, optimizer, scheduler, the training
+episode generator, torch's RNG, the episode counter, best-so-far and the
+metrics so far) is written atomically at every validation (``val_every``) and
+on Ctrl-C; a killed run loses at most the episodes since its last validation.
 """
 
 from __future__ import annotations
@@ -9,9 +14,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +28,12 @@ from torch import nn
 
 from fewnorm.config import RunConfig
 from fewnorm.data import load_split
+from fewnorm.data.augment import augment_episode
 from fewnorm.episodes.algorithms import Algorithm, get_algorithm
 from fewnorm.episodes.sampler import EpisodeSampler
-from fewnorm.errors import ConfigError, TrainingDiverged
+from fewnorm.errors import ConfigError, FewnormError, TrainingDivergedError
 from fewnorm.metrics import Interval, mean_ci95
-from fewnorm.runs import RunDir
+from fewnorm.runs import RunDir, run_status
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +102,126 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+@dataclass
+class TrainState:
+    """A run in progress, as ``last.pt`` restores it (besides model, optimizer and RNGs)."""
+
+    episode: int = 0  # training episodes done
+    validated: int = 0  # the last episode whose validation is recorded
+    best_acc: float = -1.0
+    best_episode: int = 0
+    best_state: dict[str, Any] = field(default_factory=dict)
+    window: list[tuple[float, float]] = field(default_factory=list)  # train losses since the last log
+    train_time: float = 0.0
+    wall_before: float = 0.0  # wall seconds of earlier sessions of a resumed run
+    records: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl so far
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`: ``last.pt`` and a partial summary are written."""
+
+    def __init__(self, run_dir: Path, episode: int, total: int) -> None:
+        super().__init__(f"interrupted at episode {episode}/{total}")
+        self.run_dir, self.episode, self.total = run_dir, episode, total
+
+
+@contextmanager
+def _deferred_sigint() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so a checkpoint never sees half an episode.
+
+    Only where Python's default handler is installed (main thread); elsewhere
+    (workers that ignore SIGINT, custom handlers) the block runs unchanged.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def _val_due(episode: int, config: RunConfig) -> bool:
+    return episode > 0 and (episode % config.val_every == 0 or episode == config.episodes)
+
+
+def _snapshot(
+    config: RunConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    state: TrainState,
+    wall: float,
+) -> dict[str, Any]:
+    """Everything ``last.pt`` holds (see :data:`fewnorm.runs.RESUME_KEYS`)."""
+    return {
+        "config": config.model_dump(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "episode": state.episode,
+        "state": {f.name: getattr(state, f.name) for f in fields(state) if f.name != "records"}
+        | {"wall_before": wall},
+        "records": list(state.records),
+    }
+
+
+def _restore(
+    runs: RunDir,
+    config: RunConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+) -> TrainState:
+    """Load ``last.pt`` into the fresh objects; ``metrics.jsonl`` is cut back to the checkpoint."""
+    status = run_status(runs.path)
+    if status == "finished":
+        raise FewnormError(f"run '{runs.path}' has already finished; there is nothing to resume")
+    if status == "diverged":
+        raise FewnormError(f"run '{runs.path}' diverged; resuming would repeat it (see diverged.json)")
+    checkpoint = runs.load_last()
+    if checkpoint["config"] != config.model_dump():
+        raise ConfigError(f"'{runs.path}' was trained with other settings; resume it with its own config")
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    generator.set_state(checkpoint["generator"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    state = TrainState(**checkpoint["state"], records=checkpoint["records"])
+    state.window = [tuple(w) for w in state.window]  # type: ignore[misc]
+    runs.rewrite_metrics(state.records)
+    log.info("resuming '%s' at episode %d", runs.path, state.episode)
+    return state
+
+
 def train(
     config: RunConfig,
     run_dir: Path,
     *,
+    resume: bool = False,
     on_episode: Callable[[EpisodeLog], None] | None = None,
     on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
 ) -> RunSummary:
     """Train ``config`` end to end and write its run directory; returns the summary.
 
     ``on_stage(name, total)`` may return a per-episode callback for the
-    validation and test stages (the CLI's progress bars).
+    validation and test stages (the CLI's progress bars). ``resume`` continues
+    the run in ``run_dir`` from its ``last.pt`` (written at every validation and
+    on Ctrl-C); on CPU the result is bit-identical to an uninterrupted run.
+    Ctrl-C (or a ``KeyboardInterrupt`` from a callback) writes ``last.pt`` and a
+    partial summary, then raises :class:`RunInterrupted`.
     """
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -130,76 +248,132 @@ def train(
         else None
     )
     runs = RunDir(run_dir)
-    runs.prepare()
-    runs.write_config(config.model_dump())
-    runs.write_versions()
-
     generator = torch.Generator().manual_seed(config.seed)
-    best_acc, best_episode, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
-    window: list[tuple[float, float]] = []
-    train_time = 0.0
-    for episode in range(1, config.episodes + 1):
-        t0 = time.perf_counter()
-        batch = [train_sampler.sample(generator).to(device) for _ in range(config.meta_batch)]
-        result = algorithm.train_step(model, optimizer, batch)
-        if scheduler is not None:
-            scheduler.step()
-        train_time += time.perf_counter() - t0
-        if not math.isfinite(result.loss):
-            raise TrainingDiverged(
-                f"training diverged at episode {episode} with normalizer '{config.norm}' "
-                f"(loss {result.loss}); lower --lr or change the normalizer's options"
-            )
-        window.append((result.loss, result.accuracy))
-        if on_episode is not None:
-            on_episode(EpisodeLog(episode, config.episodes, result.loss, result.accuracy))
-        if episode % 50 == 0 or episode == config.episodes:
-            losses, accs = zip(*window, strict=True)
-            runs.log(
-                {
-                    "kind": "train",
-                    "episode": episode,
-                    "loss": sum(losses) / len(losses),
-                    "accuracy": sum(accs) / len(accs),
-                }
-            )
-            window.clear()
-        if episode % config.val_every == 0 or episode == config.episodes:
-            callback = on_stage("validate", config.val_episodes) if on_stage else None
-            val = mean_ci95(
-                evaluate(
-                    algorithm, model, val_sampler, config.val_episodes, config.val_seed, device, callback
-                )
-            )
-            runs.log({"kind": "val", "episode": episode, "accuracy": val.mean, "ci95": val.ci95})
-            if val.mean > best_acc:
-                best_acc, best_episode = val.mean, episode
-                best_state = copy.deepcopy(model.state_dict())
-                runs.save_checkpoint(
-                    {
-                        "config": config.model_dump(),
-                        "model": best_state,
-                        "episode": episode,
-                        "val_accuracy": val.mean,
-                    }
-                )
-            log.info("episode %d: val %.4f (best %.4f @ %d)", episode, val.mean, best_acc, best_episode)
+    if resume:
+        state = _restore(runs, config, model, optimizer, scheduler, generator)
+    else:
+        runs.prepare()
+        runs.write_config(config.model_dump())
+        runs.write_versions()
+        state = TrainState(best_state=copy.deepcopy(model.state_dict()))
 
-    model.load_state_dict(best_state)
-    callback = on_stage("test", config.test_episodes) if on_stage else None
-    accuracies = evaluate(
-        algorithm, model, test_sampler, config.test_episodes, config.test_seed, device, callback
-    )
+    def record(entry: dict[str, Any]) -> None:
+        state.records.append(entry)
+        runs.log(entry)
+
+    def wall() -> float:
+        return state.wall_before + time.perf_counter() - started
+
+    def save_last() -> None:
+        runs.save_last(_snapshot(config, model, optimizer, scheduler, generator, state, wall()))
+
+    saved, testing = (state.episode, state.validated), False
+    try:
+        while True:
+            if _val_due(state.episode, config) and state.validated < state.episode:
+                callback = on_stage("validate", config.val_episodes) if on_stage else None
+                val = mean_ci95(
+                    evaluate(
+                        algorithm, model, val_sampler, config.val_episodes, config.val_seed, device, callback
+                    )
+                )
+                with _deferred_sigint():
+                    episode = state.episode
+                    record({"kind": "val", "episode": episode, "accuracy": val.mean, "ci95": val.ci95})
+                    if val.mean > state.best_acc:
+                        state.best_acc, state.best_episode = val.mean, episode
+                        state.best_state = copy.deepcopy(model.state_dict())
+                        runs.save_checkpoint(
+                            {
+                                "config": config.model_dump(),
+                                "model": state.best_state,
+                                "episode": episode,
+                                "val_accuracy": val.mean,
+                            }
+                        )
+                    state.validated = episode
+                    save_last()
+                    saved = (state.episode, state.validated)
+                log.info(
+                    "episode %d: val %.4f (best %.4f @ %d)",
+                    episode,
+                    val.mean,
+                    state.best_acc,
+                    state.best_episode,
+                )
+            if state.episode >= config.episodes:
+                break
+            with _deferred_sigint():
+                episode = state.episode + 1
+                t0 = time.perf_counter()
+                drawn = [train_sampler.sample(generator) for _ in range(config.meta_batch)]
+                if config.augment:  # training episodes only, from the training generator
+                    drawn = [augment_episode(e, generator) for e in drawn]
+                batch = [e.to(device) for e in drawn]
+                result = algorithm.train_step(model, optimizer, batch)
+                if scheduler is not None:
+                    scheduler.step()
+                state.train_time += time.perf_counter() - t0
+                if not math.isfinite(result.loss):
+                    message = (
+                        f"training diverged at episode {episode} with normalizer '{config.norm}' "
+                        f"(loss {result.loss}); lower --lr or change the normalizer's options"
+                    )
+                    runs.mark_diverged(message, episode)
+                    raise TrainingDivergedError(message)
+                state.window.append((result.loss, result.accuracy))
+                state.episode = episode
+                if episode % 50 == 0 or episode == config.episodes:
+                    losses, accs = zip(*state.window, strict=True)
+                    record(
+                        {
+                            "kind": "train",
+                            "episode": episode,
+                            "loss": sum(losses) / len(losses),
+                            "accuracy": sum(accs) / len(accs),
+                        }
+                    )
+                    state.window.clear()
+            if on_episode is not None:
+                on_episode(EpisodeLog(episode, config.episodes, result.loss, result.accuracy))
+
+        testing = True
+        model.load_state_dict(state.best_state)
+        callback = on_stage("test", config.test_episodes) if on_stage else None
+        accuracies = evaluate(
+            algorithm, model, test_sampler, config.test_episodes, config.test_seed, device, callback
+        )
+    except KeyboardInterrupt:
+        if not testing and saved != (state.episode, state.validated):
+            save_last()
+        runs.write_summary(_partial_summary(config, run_dir, state, wall()))
+        raise RunInterrupted(run_dir, state.episode, config.episodes) from None
     summary = RunSummary(
         config=config.model_dump(),
-        best_val_accuracy=best_acc,
-        best_val_episode=best_episode,
+        best_val_accuracy=state.best_acc,
+        best_val_episode=state.best_episode,
         test=mean_ci95(accuracies),
         parameters=count_parameters(model),
-        wall_seconds=time.perf_counter() - started,
-        train_seconds_per_episode=train_time / config.episodes,
+        wall_seconds=wall(),
+        train_seconds_per_episode=state.train_time / config.episodes,
         run_dir=str(run_dir),
         test_accuracies=accuracies,
     )
     runs.write_summary(summary.to_dict())
+    runs.finish()
     return summary
+
+
+def _partial_summary(config: RunConfig, run_dir: Path, state: TrainState, wall: float) -> dict[str, Any]:
+    """``summary.json`` of an interrupted run: how far it got and how to continue."""
+    return {
+        "partial": True,
+        "config": config.model_dump(),
+        "episode": state.episode,
+        "episodes": config.episodes,
+        "best_val_accuracy": state.best_acc,
+        "best_val_episode": state.best_episode,
+        "wall_seconds": wall,
+        "run_dir": str(run_dir),
+        "resume": f"fewnorm train --resume {run_dir}",
+    }

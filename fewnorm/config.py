@@ -37,6 +37,7 @@ class RunConfig(BaseModel):
     train_queries: int = Field(5, gt=0)
 
     head: str | None = Field(None, description="classifier/projection head (None: the algorithm's)")
+    augment: bool = Field(False, description="augment training episodes (crop, colour jitter, flip)")
 
     episodes: int = Field(1200, gt=0, description="training episodes (outer steps)")
     meta_batch: int = Field(1, gt=0, description="episodes per outer step")

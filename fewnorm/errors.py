@@ -26,7 +26,7 @@ class DataError(FewnormError):
     """Missing, corrupt or unreadable dataset files."""
 
 
-class TrainingDiverged(FewnormError):
+class TrainingDivergedError(FewnormError):
     """The loss became NaN or infinite; the message names the step and the normalizer."""
 
 

@@ -220,9 +220,7 @@ class _Kit:
                 if training and loss.requires_grad:
                     grads = torch.autograd.grad(loss, list(module.parameters()), allow_unused=True)
                     if not all(torch.isfinite(g).all() for g in grads if g is not None):
-                        raise _fail(
-                            "small_batch", self.spec.name, f"non-finite grads for {n} images"
-                        )
+                        raise _fail("small_batch", self.spec.name, f"non-finite grads for {n} images")
 
     def float64(self) -> None:
         """Rule 5: works in float64 and keeps the dtype."""

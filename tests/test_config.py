@@ -10,7 +10,11 @@ from fewnorm.config import RunConfig, resolve_config
 from fewnorm.errors import ConfigError
 from fewnorm.norms import get_norm
 
-PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+PRESETS = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")
+    if "sweeps" not in p.parts  # sweep files (fewnorm compare) are checked in tests/test_compare.py
+)
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
@@ -21,9 +25,7 @@ def test_every_preset_validates(preset: Path) -> None:
 
 
 def test_protonet_presets_carry_published_hyperparameters() -> None:
-    config = resolve_config(
-        Path(__file__).resolve().parents[1] / "configs/protonet/omniglot-5w1s.yaml"
-    )
+    config = resolve_config(Path(__file__).resolve().parents[1] / "configs/protonet/omniglot-5w1s.yaml")
     assert (config.train_ways, config.lr, config.lr_halve_every, config.test_episodes) == (
         60,
         1e-3,

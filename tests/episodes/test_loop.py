@@ -11,7 +11,7 @@ import torch
 from fewnorm.config import RunConfig
 from fewnorm.episodes import loop
 from fewnorm.episodes.protonet import StepResult
-from fewnorm.errors import TrainingDiverged
+from fewnorm.errors import TrainingDivergedError
 from tests.episodes.test_sampler import make_store
 
 CONFIG = RunConfig(
@@ -51,7 +51,7 @@ def test_divergence_stops_with_step_and_normalizer(tmp_path: Path, monkeypatch: 
         return StepResult(float("nan"), 0.0) if calls["n"] == 5 else result
 
     monkeypatch.setattr(ProtoNet, "train_step", flaky)
-    with pytest.raises(TrainingDiverged, match="episode 5 with normalizer 'groupnorm'"):
+    with pytest.raises(TrainingDivergedError, match="episode 5 with normalizer 'groupnorm'"):
         loop.train(CONFIG, tmp_path / "run")
     assert (tmp_path / "run" / "best.pt").is_file()  # the last good checkpoint is kept
     assert not (tmp_path / "run" / "summary.json").exists()

@@ -1,0 +1,242 @@
+"""``fewnorm compare``: train every normalizer under identical settings, in parallel, resumably.
+
+The sweep directory (``--out``, default ``runs/compare-<hash of the settings>``)
+holds one run directory per (normalizer, seed). Re-running the same command
+skips finished and diverged runs, resumes interrupted ones from their
+``last.pt`` and restarts broken ones. ``--jobs N`` trains N runs at once in
+spawned processes, each with ``--threads`` torch threads (default: cores // N).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from fewnorm.cli.train import PLUGIN_HELP, load_plugins
+from fewnorm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from fewnorm.compare import Row, Sweep
+
+
+#: ``--jobs 0`` trains at most this many runs at once (each process holds its own copy of the data).
+MAX_AUTO_JOBS = 4
+
+
+def parse_scoped_options(pairs: list[str] | None) -> dict[str, dict[str, str]]:
+    """``["groupnorm:groups=8"]`` -> ``{"groupnorm": {"groups": "8"}}`` (typed by the spec later)."""
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs or []:
+        name, colon, option = pair.partition(":")
+        key, eq, value = option.partition("=")
+        if not colon or not eq or not name.strip() or not key.strip():
+            raise ConfigError(f"--norm-opt expects name:key=value (e.g. groupnorm:groups=8), got '{pair}'")
+        out.setdefault(name.strip(), {})[key.strip()] = value.strip()
+    return out
+
+
+def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` for any run-configuration key; values are read as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set expects key=value, got '{pair}'")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def compare(
+    norms: str | None = typer.Option(
+        None, help="Comma-separated normalizers, e.g. batchnorm,swbn,patchnorm."
+    ),
+    sweep: Path | None = typer.Option(None, "--sweep", help="Sweep YAML (config keys + norms:, seeds:)."),
+    seeds: int | None = typer.Option(None, help="Seeds per normalizer: seed, seed+1, ... (default 1)."),
+    baseline: str | None = typer.Option(None, help="Normalizer the paired differences are taken to."),
+    jobs: int = typer.Option(
+        0, help="Runs trained at once, each in a spawned process (0: min(cores, runs, 4); 1: in-process)."
+    ),
+    threads: int | None = typer.Option(None, help="Torch threads per job (default: cores // jobs)."),
+    algo: str | None = typer.Option(None, help="Algorithm: protonet | maml | fomaml | anil."),
+    dataset: str | None = typer.Option(None, help="Dataset (default omniglot-minimal)."),
+    backbone: str | None = typer.Option(None, help="Backbone (default conv4)."),
+    hidden: int | None = typer.Option(None, help="Filters per Conv-4 block."),
+    ways: int | None = typer.Option(None, help="Ways of validation and test episodes."),
+    shots: int | None = typer.Option(None, help="Support images per class."),
+    queries: int | None = typer.Option(None, help="Query images per class at validation/test."),
+    train_ways: int | None = typer.Option(None, help="Ways of training episodes."),
+    train_queries: int | None = typer.Option(None, help="Queries per class in training."),
+    episodes: int | None = typer.Option(None, help="Training episodes per run (compare's default: 300)."),
+    lr: float | None = typer.Option(None, help="Adam learning rate."),
+    val_every: int | None = typer.Option(None, help="Validate (and checkpoint) every N episodes (100)."),
+    val_episodes: int | None = typer.Option(None, help="Fixed validation episodes (compare's default: 50)."),
+    test_episodes: int | None = typer.Option(None, help="Fixed test episodes (600)."),
+    seed: int | None = typer.Option(None, help="First seed."),
+    augment: bool | None = typer.Option(
+        None, "--augment/--no-augment", help="Augment training episodes (crop, colour jitter, flip)."
+    ),
+    setting: list[str] | None = typer.Option(
+        None, "--set", help="Any run-configuration key=value (repeatable), e.g. --set meta_batch=4."
+    ),
+    norm_opt: list[str] | None = typer.Option(
+        None, "--norm-opt", help="Option of one normalizer, name:key=value (repeatable)."
+    ),
+    plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
+    device: str | None = typer.Option(None, help="cpu | cuda | cuda:N."),
+    data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
+    out: Path | None = typer.Option(None, help="Sweep directory (default runs/compare-<settings hash>)."),
+    plots: bool = typer.Option(True, help="Write accuracy.png and curves.png (needs matplotlib)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+    progress: bool = typer.Option(True, help="Show progress on stderr."),
+) -> None:
+    """Train several normalizers on identical episodes and compare them with paired statistics."""
+    from fewnorm.compare import build_sweep, read_sweep_file
+
+    load_plugins(plugin)
+    if jobs < 0:
+        raise ConfigError(f"--jobs must be 0 (automatic) or positive, got {jobs}")
+    overrides = parse_settings(setting) | {
+        k: v
+        for k, v in {
+            "algo": algo,
+            "dataset": dataset,
+            "backbone": backbone,
+            "hidden": hidden,
+            "ways": ways,
+            "shots": shots,
+            "queries": queries,
+            "train_ways": train_ways,
+            "train_queries": train_queries,
+            "episodes": episodes,
+            "lr": lr,
+            "val_every": val_every,
+            "val_episodes": val_episodes,
+            "test_episodes": test_episodes,
+            "seed": seed,
+            "augment": augment,
+            "device": device,
+            "data_root": str(data_root) if data_root else None,
+        }.items()
+        if v is not None
+    }
+    plan = build_sweep(
+        read_sweep_file(sweep) if sweep else None,
+        overrides,
+        norms=[n.strip() for n in norms.split(",") if n.strip()] if norms else None,
+        norm_options=parse_scoped_options(norm_opt),
+        seeds=seeds,
+        baseline=baseline,
+    )
+    run_sweep(plan, out or Path("runs") / f"compare-{plan.key()}", jobs, threads, plugin, progress,
+              plots, json_output)  # fmt: skip
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: Path,
+    jobs: int,
+    threads: int | None,
+    plugins: list[str] | None,
+    progress: bool,
+    plots: bool,
+    json_output: bool,
+) -> None:
+    """Check, train what is missing, then read every run back and report."""
+    from fewnorm.cli.compare_exec import SweepInterrupted, execute, plan_tasks, preflight
+    from fewnorm.cli.render import print_json, stdout
+    from fewnorm.compare import check_manifest, mean_curves, read_run, row_record, summarize, write_results
+
+    preflight(sweep)
+    check_manifest(out, sweep)
+    tasks = plan_tasks(sweep, out)
+    planned = sweep.runs()
+    if len(tasks) < len(planned):
+        typer.echo(
+            f"{len(planned) - len(tasks)}/{len(planned)} runs already done in {out}; skipped", err=True
+        )
+    jobs = min(jobs or min(cores(), MAX_AUTO_JOBS), max(1, len(tasks)))
+    threads = threads or max(1, cores() // jobs)
+    try:
+        failures = execute(tasks, jobs, threads, plugins or [], progress and not json_output)
+    except SweepInterrupted as stop:
+        typer.echo(
+            f"interrupted ({stop}); finished runs are kept: re-run the same command to resume", err=True
+        )
+        raise typer.Exit(130) from None
+    results = [read_run(out / r.name, r, failures.get(r.name, "")) for r in planned]
+    rows = summarize(sweep, results)
+    write_results(out, sweep, rows, results)
+    title = _title(sweep)
+    if plots:
+        from fewnorm.plots import plot_accuracy, plot_curves
+
+        plot_accuracy(rows, out / "accuracy.png", baseline=sweep.baseline, title=title)
+        plot_curves(mean_curves(results), out / "curves.png", title=f"validation accuracy: {title}")
+    if json_output:
+        print_json({"out": str(out), "baseline": sweep.baseline, "rows": [row_record(r) for r in rows]})
+        return
+    stdout.print(results_table(rows, sweep, title))
+    written = "results.csv, results.json" + (", accuracy.png, curves.png" if plots else "")
+    stdout.print(f"[dim]{out}: {written}[/]")
+
+
+def _title(sweep: Sweep) -> str:
+    b = sweep.base
+    seeds = f"{len(sweep.seeds)} seeds" if len(sweep.seeds) > 1 else f"seed {sweep.seeds[0]}"
+    return (
+        f"{b['algo']} {b['backbone']} on {b['dataset']}, {b['ways']}-way {b['shots']}-shot, "
+        f"{b['episodes']} episodes, {b['test_episodes']} test episodes, {seeds}"
+    )
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def results_table(rows: list[Row], sweep: Sweep, title: str) -> Table:
+    """Sorted by accuracy; the difference is paired by (seed, episode) with the baseline."""
+    from rich.table import Table
+
+    several = len(sweep.seeds) > 1
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("normalizer", style="bold cyan")
+    table.add_column("accuracy % (95% CI)", justify="right")
+    table.add_column(f"Δ vs {sweep.baseline} (paired)", justify="right")
+    if several:
+        table.add_column("seeds (t 95%)", justify="right")
+    table.add_column("ms/ep", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("status")
+    for i, r in enumerate(rows, 1):
+        acc = f"{_pct(r.accuracy.mean)} ± {_pct(r.accuracy.ci95)}" if r.accuracy else "-"
+        if r.label == sweep.baseline:
+            diff = "[dim]baseline[/]"
+        elif r.difference is None:
+            diff = "-"
+        else:
+            d = r.difference
+            style = ("green" if d.mean > 0 else "red") if r.significant else "dim"
+            diff = f"[{style}]{100 * d.mean:+.2f} ± {_pct(d.ci95)}[/]"
+        cells = [str(i), r.label, acc, diff]
+        if several:
+            cells.append(f"± {_pct(r.seed_spread.ci95)}" if r.seed_spread else "-")
+        ms = f"{1e3 * r.seconds_per_episode:.0f}" if r.seeds else "-"
+        status = r.status if r.status == "ok" else f"[red]{r.status}[/]"
+        table.add_row(*cells, ms, f"{r.parameters:,}" if r.seeds else "-", status)
+    return table

@@ -1,0 +1,147 @@
+"""``fewnorm probe``: the "Beyond BatchNorm" diagnostics per layer, at initialization or trained.
+
+Each normalizer is built into the backbone at initialization (seeds ``seed ..
+seed + seeds - 1``, one training episode each) and probed with
+:func:`fewnorm.probe.probe_model`; the metrics are averaged over the seeds.
+``--checkpoint RUN_DIR`` adds the trained model of a ProtoNet run, probed on the
+same episodes. Results: a table, ``probe.json`` and ``probe.png`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from fewnorm.cli.compare import parse_scoped_options
+from fewnorm.cli.train import PLUGIN_HELP, load_plugins
+from fewnorm.errors import ConfigError
+
+DEFAULT_NORMS = "batchnorm,layernorm,instancenorm,groupnorm,none"
+
+
+def probe(
+    norms: str | None = typer.Option(None, help=f"Comma-separated normalizers (default {DEFAULT_NORMS})."),
+    checkpoint: Path | None = typer.Option(
+        None, help="Also probe this trained ProtoNet run (directory or best.pt); its settings by default."
+    ),
+    backbone: str | None = typer.Option(None, help="Backbone: conv4 | resnet12 (default conv4)."),
+    dataset: str | None = typer.Option(None, help="Dataset (default omniglot-minimal)."),
+    hidden: int | None = typer.Option(None, help="Filters per Conv-4 block (default 64)."),
+    ways: int | None = typer.Option(None, help="Ways of the probe episode (default 5)."),
+    shots: int | None = typer.Option(None, help="Support images per class (default 1)."),
+    queries: int | None = typer.Option(None, help="Query images per class (default 15)."),
+    seeds: int = typer.Option(3, help="Initializations (and episodes) averaged per normalizer."),
+    seed: int = typer.Option(0, help="First seed."),
+    norm_opt: list[str] | None = typer.Option(
+        None, "--norm-opt", help="Option of one normalizer, name:key=value (repeatable)."
+    ),
+    plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
+    data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
+    out: Path | None = typer.Option(
+        None, help="Folder for probe.json and probe.png (default runs/probe-<time>)."
+    ),
+    plots: bool = typer.Option(True, help="Write probe.png (needs matplotlib)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+) -> None:
+    """Activation variance, cross-sample similarity, stable rank and gradient norm, layer by layer."""
+    import dataclasses
+    import json
+
+    from fewnorm.compare import parse_entries, with_options
+    from fewnorm.config import RunConfig
+    from fewnorm.runs import atomic_write_text, default_run_dir, load_checkpoint
+
+    load_plugins(plugin)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be positive, got {seeds}")
+    trained = load_checkpoint(checkpoint) if checkpoint else None
+    values: dict[str, Any] = trained["config"] if trained else {}
+    if trained and values.get("algo") != "protonet":
+        raise ConfigError(f"--checkpoint: probe takes ProtoNet runs; '{checkpoint}' is {values.get('algo')}")
+    given = {"backbone": backbone, "dataset": dataset, "hidden": hidden, "ways": ways, "shots": shots,
+             "queries": queries, "data_root": str(data_root) if data_root else None}  # fmt: skip
+    base = RunConfig.model_validate(values | {k: v for k, v in given.items() if v is not None})
+    default = base.norm if trained and norms is None else DEFAULT_NORMS
+    names = [n.strip() for n in (norms or default).split(",") if n.strip()]
+    entries = with_options(parse_entries(names, "--norms"), parse_scoped_options(norm_opt))
+    if trained and norms is None:
+        entries = [dataclasses.replace(entries[0], options=dict(base.norm_options))]
+
+    series = _run(base, entries, trained, range(seed, seed + seeds))
+    title = (
+        f"{base.backbone} on {base.dataset}, {base.ways}-way {base.shots}-shot episodes "
+        f"({base.queries} queries), mean of {seeds} seed{'s' if seeds > 1 else ''}"
+    )
+    folder = out or default_run_dir("probe")
+    records = {label: [dataclasses.asdict(s) for s in layers] for label, layers in series.items()}
+    atomic_write_text(folder / "probe.json", json.dumps({"title": title, "series": records}, indent=2))
+    if plots:
+        from fewnorm.plots import plot_probe
+
+        plot_probe(series, folder / "probe.png", title=f"Probe at initialization: {title}")
+    from fewnorm.cli.render import print_json, stdout
+
+    if json_output:
+        print_json({"out": str(folder), "series": records})
+        return
+    stdout.print(_table(series, title))
+    stdout.print(f"[dim]{folder}: probe.json" + (", probe.png" if plots else "") + "[/]")
+
+
+def _run(base: Any, entries: list[Any], trained: dict[str, Any] | None, seeds: range) -> dict[str, Any]:
+    """Label -> per-layer stats averaged over ``seeds``; the trained checkpoint last."""
+    import torch
+
+    from fewnorm.episodes.algorithms import build_embedding
+    from fewnorm.episodes.loop import load_split
+    from fewnorm.episodes.sampler import EpisodeSampler
+    from fewnorm.norms import NormKind, get_norm
+    from fewnorm.probe import average_stats, norm_layers, normalizer_type, probe_model
+
+    store = load_split(base.dataset, "train", base.data_root)
+    sampler = EpisodeSampler(store, base.ways, base.shots, base.queries, split="train")
+    channels = store.image_shape[0]
+    episodes = [sampler.sample(torch.Generator().manual_seed(s)) for s in seeds]
+
+    def measure(config: Any, state: dict[str, Any] | None) -> list[Any]:
+        kind = normalizer_type(config.norm, config.norm_options, channels, config.hidden)
+        owns_conv = get_norm(config.norm).kind is NormKind.CONV
+        runs = []
+        for s, episode in zip(seeds, episodes, strict=True):
+            torch.manual_seed(s)
+            model = build_embedding(config, channels)
+            if state is not None:
+                model.load_state_dict(state)
+            layers = norm_layers(model, kind, owns_conv=owns_conv)
+            runs.append(probe_model(model, layers, episode, owns_conv=owns_conv))
+        return average_stats(runs)
+
+    series = {}
+    for e in entries:
+        series[e.label] = measure(base.model_copy(update={"norm": e.norm, "norm_options": e.options}), None)
+    if trained is not None:
+        config = type(base).model_validate(trained["config"])
+        series[f"{config.norm} (trained)"] = measure(config, trained["model"])
+    return series
+
+
+def _table(series: dict[str, Any], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"probe: {title}", title_justify="left")
+    for name in ("normalizer", "layer", "variance", "cosine sim.", "stable rank", "grad norm"):
+        table.add_column(name, justify="left" if name == "normalizer" else "right")
+    for label, layers in series.items():
+        for i, s in enumerate(layers):
+            table.add_row(
+                label if i == 0 else "",
+                str(s.layer + 1),
+                f"{s.variance:.3g}",
+                f"{s.cosine:.3f}",
+                f"{s.stable_rank:.2f}",
+                f"{s.grad_norm:.3g}",
+                end_section=i == len(layers) - 1,
+            )
+    return table

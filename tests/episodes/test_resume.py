@@ -1,0 +1,247 @@
+"""Resumable runs: Ctrl-C and kills resume to bit-identical results; atomic checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fewnorm import runs
+from fewnorm.config import RunConfig
+from fewnorm.episodes import loop
+from fewnorm.errors import FewnormError
+from fewnorm.runs import RunDir, run_status
+from tests.episodes.test_sampler import make_store
+
+CONFIG = RunConfig(
+    norm="batchnorm", hidden=8, episodes=7, val_every=2, val_episodes=3, test_episodes=4,
+    train_ways=5, train_queries=2, queries=3, lr_halve_every=3,
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for every run here: results are bit-identical only at equal thread counts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "load_split", lambda dataset, split, root=None: make_store(size=28))
+
+
+def _numbers(run: Path) -> dict[str, Any]:
+    summary = json.loads((run / "summary.json").read_text())
+    for varying in ("wall_seconds", "train_seconds_per_episode", "run_dir"):
+        summary.pop(varying)
+    return summary
+
+
+def _stop_at(episode: int, exc: type[BaseException]) -> Any:
+    def on_episode(log: loop.EpisodeLog) -> None:
+        if log.episode == episode:
+            raise exc
+
+    return on_episode
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "load_split", lambda dataset, split, root=None: make_store(size=28))
+        run = tmp_path_factory.mktemp("ref") / "run"
+        loop.train(CONFIG, run)
+    return run
+
+
+def test_same_seed_gives_bit_identical_metrics(reference: Path, tmp_path: Path) -> None:
+    loop.train(CONFIG, tmp_path / "again")
+    assert (tmp_path / "again" / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
+    assert _numbers(tmp_path / "again") == _numbers(reference)
+    assert not (reference / "last.pt").exists()  # dropped once the run has finished
+
+
+@pytest.mark.parametrize("episode", [3, 4, 7])
+def test_ctrl_c_then_resume_is_identical(reference: Path, tmp_path: Path, episode: int) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(loop.RunInterrupted) as info:
+        loop.train(CONFIG, run, on_episode=_stop_at(episode, KeyboardInterrupt))
+    assert info.value.episode == episode
+    partial = json.loads((run / "summary.json").read_text())
+    assert partial["partial"] is True and partial["episode"] == episode
+    assert "fewnorm train --resume" in partial["resume"]
+    assert run_status(run) == "interrupted"
+    assert torch.load(run / "last.pt", weights_only=True)["episode"] == episode
+
+    summary = loop.train(CONFIG, run, resume=True)
+    assert (run / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
+    assert _numbers(run) == _numbers(reference)
+    assert summary.test_accuracies == _numbers(reference)["test_accuracies"]
+    assert run_status(run) == "finished"
+
+
+def test_killed_run_resumes_from_the_last_validation(reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError):  # a kill: no final checkpoint, only the one at episode 4
+        loop.train(CONFIG, run, on_episode=_stop_at(5, RuntimeError))
+    assert run_status(run) == "resumable"
+    assert torch.load(run / "last.pt", weights_only=True)["episode"] == 4
+    with open(run / "metrics.jsonl", "a") as fh:  # lines written after the checkpoint
+        fh.write('{"kind": "train", "episode": 5}\n')
+    loop.train(CONFIG, run, resume=True)
+    assert (run / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
+    assert _numbers(run) == _numbers(reference)
+
+
+def test_interrupt_during_validation_resumes_identically(reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+
+    validations = {"n": 0}
+
+    def on_stage(name: str, total: int) -> Any:
+        validations["n"] += name == "validate"
+
+        def advance(done: int) -> None:
+            if validations["n"] == 3 and done == 2:  # mid-way through validating episode 6
+                raise KeyboardInterrupt
+
+        return advance
+
+    with pytest.raises(loop.RunInterrupted):
+        loop.train(CONFIG, run, on_stage=on_stage)
+    loop.train(CONFIG, run, resume=True)
+    assert (run / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
+    assert _numbers(run) == _numbers(reference)
+
+
+def test_fresh_run_refuses_an_unfinished_directory(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(loop.RunInterrupted):
+        loop.train(CONFIG, run, on_episode=_stop_at(3, KeyboardInterrupt))
+    with pytest.raises(FewnormError, match="--resume"):
+        loop.train(CONFIG, run)
+    with pytest.raises(FewnormError, match="other settings"):
+        loop.train(CONFIG.model_copy(update={"lr": 0.01}), run, resume=True)
+    with pytest.raises(FewnormError, match="no resumable checkpoint"):
+        loop.train(CONFIG, tmp_path / "empty", resume=True)
+
+
+def test_resume_of_finished_run_is_refused(reference: Path) -> None:
+    with pytest.raises(FewnormError, match="already finished"):
+        loop.train(CONFIG, reference, resume=True)
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    good = {"config": {}, "model": {"w": torch.ones(3)}, "episode": 2}
+    run.save_last(good)
+
+    def killed(src: str, dst: str) -> None:
+        raise KeyboardInterrupt  # the process dies between writing the temp file and renaming it
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.save_last({"config": {}, "model": {"w": torch.zeros(3)}, "episode": 4})
+    monkeypatch.undo()
+    kept = torch.load(run.path / runs.LAST, weights_only=True)
+    assert kept["episode"] == 2 and torch.equal(kept["model"]["w"], torch.ones(3))
+    assert [p.name for p in run.path.iterdir()] == [runs.LAST]  # no temporary file left behind
+
+
+def test_truncated_checkpoint_is_reported_not_loaded(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    (run.path / runs.LAST).write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(FewnormError, match="not a readable fewnorm checkpoint"):
+        run.load_last()
+
+
+def test_divergence_marks_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewnorm.episodes.algorithms import ProtoNet
+    from fewnorm.episodes.protonet import StepResult
+
+    real_step = ProtoNet.train_step
+    calls = {"n": 0}
+
+    def flaky(self: ProtoNet, *args: Any) -> StepResult:
+        calls["n"] += 1
+        result = real_step(self, *args)
+        return StepResult(float("inf"), 0.0) if calls["n"] == 5 else result
+
+    monkeypatch.setattr(ProtoNet, "train_step", flaky)
+    with pytest.raises(FewnormError, match="episode 5 with normalizer 'batchnorm'"):
+        loop.train(CONFIG, tmp_path / "run")
+    assert run_status(tmp_path / "run") == "diverged"
+    marker = json.loads((tmp_path / "run" / "diverged.json").read_text())
+    assert marker["episode"] == 5
+    with pytest.raises(FewnormError, match="diverged"):
+        loop.train(CONFIG, tmp_path / "run", resume=True)
+
+
+def test_ctrl_c_inside_an_episode_is_held_until_it_ends() -> None:
+    import signal
+
+    reached = []
+
+    def episode() -> None:
+        with loop._deferred_sigint():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append("end of block")  # the signal did not cut the block short
+
+    with pytest.raises(KeyboardInterrupt):
+        episode()
+    assert reached == ["end of block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_cli_ctrl_c_exits_130_and_resume_finishes(
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from fewnorm.cli.main import app
+    from fewnorm.cli.render import TrainProgress
+
+    real = TrainProgress.on_episode
+
+    def interrupt(self: TrainProgress, log: loop.EpisodeLog) -> None:
+        real(self, log)
+        if log.episode == 3:
+            raise KeyboardInterrupt
+
+    options = ["--norm", "batchnorm", "--hidden", "8", "--episodes", "7", "--val-every", "2"]
+    options += ["--val-episodes", "3", "--test-episodes", "4", "--train-ways", "5", "--train-queries", "2"]
+    options += ["--queries", "3", "--no-progress"]
+    run = tmp_path / "run"
+    monkeypatch.setattr(TrainProgress, "on_episode", interrupt)
+    args = ["train", *options, "--out", str(run), "--json"]
+    result = CliRunner().invoke(app, [*args[:-1], "--config", str(_config_file(tmp_path))])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"interrupted at episode 3/7; checkpoint saved; resume with: fewnorm train --resume {run}"
+    ]
+    monkeypatch.setattr(TrainProgress, "on_episode", real)
+    result = CliRunner().invoke(app, ["train", "--resume", str(run), "--episodes", "9"])
+    assert result.exit_code == 2 and "drop --episodes" in result.stderr
+    result = CliRunner().invoke(app, ["train", "--resume", str(run), "--json", "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["test"] == _numbers(reference)["test"]
+    assert (run / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
+
+
+def _config_file(tmp_path: Path) -> Path:
+    """The keys of CONFIG that the train command has no option for."""
+    path = tmp_path / "extra.yaml"
+    path.write_text("lr_halve_every: 3\n")
+    return path
