@@ -15,8 +15,11 @@ from torch import nn
 
 from fewnorm.backbones import build_backbone
 from fewnorm.config import RunConfig
+from fewnorm.episodes.heads import build_classifier, canonical_head, image_size
+from fewnorm.episodes.maml import InnerLoop, maml_evaluate, maml_train_step
 from fewnorm.episodes.protonet import StepResult, protonet_evaluate, protonet_loss, protonet_train_step
 from fewnorm.episodes.sampler import Episode
+from fewnorm.errors import ConfigError
 from fewnorm.names import normalize_name, unknown_name
 
 
@@ -79,8 +82,89 @@ class ProtoNet:
         return protonet_evaluate(model, episode, one_at_a_time=self.config.query_one_at_a_time)
 
 
+#: Largest meta-batch MAML accepts: Finn et al. used 32 (Omniglot 5-way) down to 2 (miniImageNet 5-shot).
+MAX_META_BATCH = 256
+
+
+def check_maml_config(config: RunConfig) -> None:
+    """Reject settings MAML cannot run with, each in one line."""
+    if config.effective_train_ways != config.ways:
+        raise ConfigError(
+            f"{config.algo} trains its {config.ways}-output head on {config.effective_train_ways}-way "
+            f"episodes: --train-ways must equal --ways ({config.ways}) or be left unset"
+        )
+    if config.meta_batch > MAX_META_BATCH:
+        raise ConfigError(
+            f"--meta-batch {config.meta_batch} exceeds {config.algo}'s limit of {MAX_META_BATCH} "
+            "episodes per outer step (Finn et al. used 2 to 32)"
+        )
+    canonical_head(config.head)  # an unknown head fails here, listing the known ones
+
+
+class MAML:
+    """MAML (Finn, Abbeel and Levine, ICML 2017): second-order meta-gradients, Adam outside."""
+
+    name = "maml"
+    first_order = False
+    head_only = False
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+
+    def build(self, config: RunConfig, in_channels: int) -> nn.Module:
+        check_maml_config(config)
+        return build_classifier(
+            build_embedding(config, in_channels),
+            in_channels=in_channels,
+            size=image_size(config.dataset),
+            ways=config.ways,
+            head=config.head,
+        )
+
+    def optimizer(self, model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+    def inner_loop(self, *, training: bool) -> InnerLoop:
+        c = self.config
+        return InnerLoop(
+            lr=c.inner_lr,
+            steps=c.inner_steps if training else c.inner_steps_test,
+            first_order=self.first_order,
+            head_only=self.head_only,
+            buffer_policy=c.buffer_policy,
+        )
+
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, episodes: Sequence[Episode]
+    ) -> StepResult:
+        return maml_train_step(model, optimizer, episodes, self.inner_loop(training=True))
+
+    def evaluate(self, model: nn.Module, episode: Episode) -> float:
+        loop = self.inner_loop(training=False)
+        return maml_evaluate(model, episode, loop, one_at_a_time=self.config.query_one_at_a_time)
+
+
+class FOMAML(MAML):
+    """First-order MAML (Finn et al. 2017; Nichol et al. 2018): inner gradients as constants."""
+
+    name = "fomaml"
+    first_order = True
+
+
+class ANIL(MAML):
+    """ANIL (Raghu et al., ICLR 2020): the inner loop adapts only the head; second order."""
+
+    name = "anil"
+    head_only = True
+
+
 #: Algorithm name -> constructor taking the run configuration.
-ALGORITHMS: dict[str, Callable[[RunConfig], Algorithm]] = {"protonet": ProtoNet}
+ALGORITHMS: dict[str, Callable[[RunConfig], Algorithm]] = {
+    "protonet": ProtoNet,
+    "maml": MAML,
+    "fomaml": FOMAML,
+    "anil": ANIL,
+}
 
 
 def get_algorithm(config: RunConfig) -> Algorithm:

@@ -1,0 +1,230 @@
+"""MAML, first-order MAML and ANIL: one inner loop, pure step functions.
+
+- MAML: Finn, Abbeel and Levine, "Model-Agnostic Meta-Learning for Fast
+  Adaptation of Deep Networks", ICML 2017 (second order: the meta-gradient
+  differentiates through the inner-loop updates).
+- First-order MAML: the same paper's first-order approximation (also Nichol,
+  Achiam and Schulman, "On First-Order Meta-Learning Algorithms", 2018): the
+  inner-loop gradients are constants, so the meta-gradient is the query-loss
+  gradient at the adapted weights.
+- ANIL: Raghu, Raghu, Bengio and Vinyals, "Rapid Learning or Feature Reuse?",
+  ICLR 2020: the inner loop adapts only the head (parameters ``head.*``).
+
+The inner loop runs ``functional_call(model, (fast_params, task_buffers), x)``;
+the meta-model's parameters are never written by it. Per task, inside one
+:func:`~fewnorm.norms.task_scope`: each inner step's support pass runs under
+``norm_phase("support")``; after the last step, normalizers that keep support
+statistics get them recomputed by one more support pass with the adapted
+weights; the query pass runs under ``norm_phase("query")``.
+
+Train/eval mode: training runs in ``train()``, evaluation in ``eval()``; which
+statistics a normalizer uses in each is its own option (BatchNorm ``mode``):
+``transductive`` uses batch statistics in both (the reference MAML
+behaviour), ``running`` uses running averages at evaluation (near chance for
+MAML, Bronskill et al., ICML 2020), ``support`` the support set's moments.
+
+Buffers (``buffer_policy``): ``per_task`` clones them for each task and drops
+the clones, so training never moves the meta-model's buffers (running-mode
+BatchNorm then keeps its initial running averages); ``global`` passes the
+meta-model's own buffers, so training updates land in it (the conventional
+BatchNorm ablation). Evaluation always uses clones: it never changes the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from fewnorm.episodes.protonet import StepResult
+from fewnorm.episodes.sampler import Episode
+from fewnorm.errors import ConfigError
+from fewnorm.norms import norm_phase, task_load, task_scope
+
+Tensors = dict[str, Tensor]
+HEAD_PREFIX = "head."
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """How a task adapts: step size, steps, order, which parameters, which buffers."""
+
+    lr: float
+    steps: int
+    first_order: bool = False
+    head_only: bool = False  # ANIL: adapt only parameters under ``head.``
+    buffer_policy: str = "per_task"  # per_task | global
+
+    def adapted(self, name: str) -> bool:
+        return not self.head_only or name.startswith(HEAD_PREFIX)
+
+
+def task_buffers(model: nn.Module, policy: str) -> Tensors:
+    """The buffers a task runs with: clones (``per_task``) or the model's own (``global``)."""
+    if policy == "global":
+        return dict(model.named_buffers())
+    if policy == "per_task":
+        return {name: b.clone() for name, b in model.named_buffers()}
+    raise ConfigError(f"buffer_policy must be per_task or global, got '{policy}'")
+
+
+def adapted_names(params: Tensors, loop: InnerLoop) -> list[str]:
+    """Names of the parameters the inner loop adapts: those requiring grad (ANIL: the head's)."""
+    return [k for k, p in params.items() if p.requires_grad and loop.adapted(k)]
+
+
+def _keeps_task_state(model: nn.Module) -> bool:
+    """Whether some module stored support statistics in the current task scope."""
+    return any(task_load(m) is not None for m in model.modules())
+
+
+def inner_loop(
+    model: nn.Module,
+    params: Tensors,
+    buffers: Tensors,
+    support: Tensor,
+    labels: Tensor,
+    loop: InnerLoop,
+    *,
+    create_graph: bool,
+) -> Tensors:
+    """``loop.steps`` SGD steps on the support loss from ``params``; returns the fast weights.
+
+    Call inside a ``task_scope()``. With ``create_graph`` the returned weights
+    keep the graph of the updates (second order); without it the gradients
+    are constants (first order). Parameters ``loop`` does not adapt come back
+    unchanged (the same tensors).
+    """
+    fast = dict(params)
+    names = adapted_names(params, loop)
+    for _ in range(loop.steps if names else 0):
+        with norm_phase("support"):
+            logits = functional_call(model, (fast, buffers), (support,))  # (ways*shots, ways)
+        loss = F.cross_entropy(logits, labels)
+        grads = torch.autograd.grad(
+            loss, [fast[k] for k in names], create_graph=create_graph, allow_unused=True
+        )
+        for k, g in zip(names, grads, strict=True):
+            if g is not None:
+                fast[k] = fast[k] - loop.lr * g
+    return fast
+
+
+def adapted_query_logits(
+    model: nn.Module,
+    params: Tensors,
+    buffers: Tensors,
+    episode: Episode,
+    loop: InnerLoop,
+    *,
+    create_graph: bool,
+    one_at_a_time: bool = False,
+    differentiable: bool = True,
+) -> Tensor:
+    """Adapt on the support set, refresh support statistics, score the query: ``(ways*queries, ways)``.
+
+    ``one_at_a_time`` scores each query image alone, with the same adapted
+    weights and support statistics (exposes transductive normalizers). Without
+    ``differentiable`` the passes after the inner loop record no graph.
+    """
+    with task_scope():
+        fast = inner_loop(
+            model, params, buffers, episode.support, episode.support_labels, loop, create_graph=create_graph
+        )
+        adapted = loop.steps > 0 and bool(adapted_names(params, loop))
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            logits = _query_pass(model, fast, buffers, episode, not adapted, one_at_a_time)
+    return logits
+
+
+def _query_pass(
+    model: nn.Module,
+    fast: Tensors,
+    buffers: Tensors,
+    episode: Episode,
+    no_support_yet: bool,
+    one_at_a_time: bool,
+) -> Tensor:
+    """Refresh the support statistics with the adapted weights, then score the query set.
+
+    The refresh pass is skipped when the inner loop's support passes showed that
+    no module keeps support statistics (it would change nothing).
+    """
+    if no_support_yet or _keeps_task_state(model):
+        with norm_phase("support"):  # support statistics of the adapted weights
+            functional_call(model, (fast, buffers), (episode.support,))
+    with norm_phase("query"):
+        if one_at_a_time:
+            return torch.cat([functional_call(model, (fast, buffers), (q[None],)) for q in episode.query])
+        return functional_call(model, (fast, buffers), (episode.query,))  # (ways*queries, ways)
+
+
+def check_ways(model: nn.Module, episode: Episode) -> None:
+    """Reject an episode whose ways differ from the head's outputs, in one line."""
+    head = getattr(model, "head", None)
+    outputs = getattr(head, "out_features", None)
+    if outputs is not None and outputs != episode.ways:
+        raise ConfigError(
+            f"the MAML head has {outputs} outputs but the episode is {episode.ways}-way; "
+            f"train and evaluate with the same --ways"
+        )
+
+
+def maml_task_loss(model: nn.Module, episode: Episode, loop: InnerLoop) -> tuple[Tensor, Tensor]:
+    """Query cross-entropy after adaptation (differentiable w.r.t. the meta-parameters) and accuracy."""
+    check_ways(model, episode)
+    params: Tensors = dict(model.named_parameters())
+    buffers = task_buffers(model, loop.buffer_policy)
+    logits = adapted_query_logits(model, params, buffers, episode, loop, create_graph=not loop.first_order)
+    loss = F.cross_entropy(logits, episode.query_labels)
+    accuracy = (logits.argmax(1) == episode.query_labels).float().mean()
+    return loss, accuracy
+
+
+def maml_train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, episodes: Sequence[Episode], loop: InnerLoop
+) -> StepResult:
+    """One outer step: the meta-gradient averaged over ``episodes``, then one optimizer step.
+
+    Each task's graph is freed after its backward, so memory does not grow with the meta-batch.
+    """
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    losses, accuracies = [], []
+    for episode in episodes:
+        loss, accuracy = maml_task_loss(model, episode, loop)
+        (loss / len(episodes)).backward()
+        losses.append(loss.item())
+        accuracies.append(accuracy.item())
+    optimizer.step()
+    return StepResult(sum(losses) / len(losses), sum(accuracies) / len(accuracies))
+
+
+def maml_evaluate(
+    model: nn.Module, episode: Episode, loop: InnerLoop, *, one_at_a_time: bool = False
+) -> float:
+    """Query accuracy after adapting a copy of the weights; the model itself is left unchanged.
+
+    Runs in ``eval()`` mode with first-order inner steps (no meta-gradient is
+    needed) on detached weights and cloned buffers, whatever the buffer policy.
+    """
+    check_ways(model, episode)
+    model.eval()
+    params = {k: p.detach().requires_grad_(p.requires_grad) for k, p in model.named_parameters()}
+    buffers = task_buffers(model, "per_task")
+    with torch.enable_grad():
+        logits = adapted_query_logits(
+            model,
+            params,
+            buffers,
+            episode,
+            loop,
+            create_graph=False,
+            one_at_a_time=one_at_a_time,
+            differentiable=False,
+        )
+    return float((logits.argmax(1) == episode.query_labels).float().mean())
