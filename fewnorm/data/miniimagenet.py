@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +38,7 @@ from fewnorm.data.minifiles import (
 )
 from fewnorm.data.registry import MINI_IMAGENET, check_split
 from fewnorm.data.root import CACHE_SUBDIR, ENV_CACHE, is_writable_dir, resolve_data_root, user_store_dir
-from fewnorm.data.store import STORE_VERSION, ImageStore
+from fewnorm.data.store import STORE_VERSION, ImageStore, load_or_build
 from fewnorm.errors import DataError
 
 if TYPE_CHECKING:
@@ -70,29 +69,9 @@ def load_split(split: str, root: Path | str | None = None) -> ImageStore:
     }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     cache_path = cache_dir(data_root) / f"{MINI_IMAGENET}-{split}-{IMAGE_SIZE}px-{key}.pt"
-    if cache_path.is_file():
-        try:
-            store = ImageStore.load(cache_path)
-            log.debug("loaded cached store %s", cache_path)
-            return store
-        except DataError as exc:
-            log.warning("rebuilding unreadable cached store: %s", exc)
-    start = time.perf_counter()
-    store = build_store(source)
-    log.info(
-        "built %s/%s from the %s layout (%d classes) in %.2f s",
-        MINI_IMAGENET,
-        split,
-        source.layout,
-        store.num_classes,
-        time.perf_counter() - start,
+    return load_or_build(
+        cache_path, lambda: build_store(source), f"{MINI_IMAGENET}/{split} ({source.layout} layout)"
     )
-    try:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        store.save(cache_path)
-    except OSError as exc:  # a cache we cannot write only costs time on the next run
-        log.warning("could not cache the store at %s: %s", cache_path, exc)
-    return store
 
 
 def cache_dir(root: Path) -> Path:

@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import logging
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from fewnorm.data.files import Source, require_sources
 from fewnorm.data.registry import canonical_dataset, check_split, split_files
 from fewnorm.data.root import omniglot_dir, resolve_data_root, store_cache_dir
-from fewnorm.data.store import STORE_VERSION, ImageStore
+from fewnorm.data.store import STORE_VERSION, ImageStore, load_or_build
 from fewnorm.errors import DataError, OptionError
 
 log = logging.getLogger(__name__)
@@ -83,28 +82,9 @@ def load_split(
     key = _cache_key(dataset, split, image_size, rotate, sources)
     rot = "-rot4" if rotate else ""
     cache_path = store_cache_dir(data_root) / f"{dataset}-{split}-{image_size}px{rot}-{key}.pt"
-    if cache_path.is_file():
-        try:
-            store = ImageStore.load(cache_path)
-            log.debug("loaded cached store %s", cache_path)
-            return store
-        except DataError as exc:
-            log.warning("rebuilding unreadable cached store: %s", exc)
-    start = time.perf_counter()
-    store = _build(dataset, split, sources, image_size, rotate)
-    log.info(
-        "built %s/%s (%d classes) in %.2f s",
-        dataset,
-        split,
-        store.num_classes,
-        time.perf_counter() - start,
+    return load_or_build(
+        cache_path, lambda: _build(dataset, split, sources, image_size, rotate), f"{dataset}/{split}"
     )
-    try:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        store.save(cache_path)
-    except OSError as exc:  # a cache we cannot write only costs time on the next run
-        log.warning("could not cache the store at %s: %s", cache_path, exc)
-    return store
 
 
 def _cache_key(dataset: str, split: str, image_size: int, rotate: bool, sources: list[Source]) -> str:

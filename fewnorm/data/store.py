@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,8 @@ from typing import Any
 import torch
 
 from fewnorm.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: Tag and version written into every saved store; a reader refuses anything else.
 STORE_FORMAT = "fewnorm.ImageStore"
@@ -154,3 +159,27 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def load_or_build(cache_path: Path, build: Callable[[], ImageStore], label: str) -> ImageStore:
+    """The store cached at ``cache_path``, else ``build()`` it and cache it (atomically).
+
+    An unreadable cache is rebuilt; a cache that cannot be written only costs time
+    on the next run, so it is logged and the built store is returned.
+    """
+    if cache_path.is_file():
+        try:
+            store = ImageStore.load(cache_path)
+            log.debug("loaded cached store %s", cache_path)
+            return store
+        except DataError as exc:
+            log.warning("rebuilding unreadable cached store: %s", exc)
+    start = time.perf_counter()
+    store = build()
+    log.info("built %s (%d classes) in %.2f s", label, store.num_classes, time.perf_counter() - start)
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        store.save(cache_path)
+    except OSError as exc:
+        log.warning("could not cache the store at %s: %s", cache_path, exc)
+    return store
