@@ -226,6 +226,26 @@ def _verify_mini_imagenet(root: Path, json_output: bool) -> None:
         raise typer.Exit(1)
 
 
+def _mini_imagenet_files(root: Path) -> list[dict[str, Any]]:
+    """Per split, the miniImageNet file that would be read (first layout found), without reading it."""
+    from fewnorm.data.minifiles import locate_split, mini_imagenet_dir
+
+    found = []
+    for split in ("train", "val", "test"):
+        source = locate_split(mini_imagenet_dir(root), split)
+        found.append(
+            {"split": split, "layout": None, "file": None, "size": None}
+            if source is None
+            else {
+                "split": split,
+                "layout": source.layout,
+                "file": source.path.name,
+                "size": source.path.stat().st_size,
+            }
+        )
+    return found
+
+
 def _cached_stores(directory: Path) -> list[dict[str, Any]]:
     if not directory.is_dir():
         return []
@@ -240,6 +260,7 @@ def info(data_root: DataRoot = None, json_output: JsonFlag = False) -> None:
     cache = store_cache_dir(root)
     statuses = [check_file(directory, name) for name in KNOWN_FILES]
     stores = _cached_stores(cache)
+    mini = _mini_imagenet_files(root)
     if json_output:
         print_json(
             {
@@ -249,12 +270,24 @@ def info(data_root: DataRoot = None, json_output: JsonFlag = False) -> None:
                 "cache_dir": str(cache),
                 "files": [s.to_json() for s in statuses],
                 "stores": stores,
+                MINI_IMAGENET: mini,
             }
         )
         return
     stdout.print(f"data root: [bold]{escape(str(root))}[/] (from {how})", soft_wrap=True)
     stdout.print(f"store cache: {escape(str(cache))}", soft_wrap=True)
     stdout.print(_files_table(f"Omniglot files in {directory}", statuses))
+    mini_table = Table(
+        title=f"miniImageNet in {root / MINI_IMAGENET} (`fewnorm data verify {MINI_IMAGENET}` checks images)",
+        title_justify="left",
+    )
+    for column in ("split", "layout", "file", "size"):
+        mini_table.add_column(column, overflow="fold")
+    for entry in mini:
+        mini_table.add_row(
+            entry["split"], entry["layout"] or "[red]missing[/]", entry["file"] or "-", _size(entry["size"])
+        )
+    stdout.print(mini_table)
     if not stores:
         stdout.print("no cached stores yet (the first load of a split builds one)")
         return

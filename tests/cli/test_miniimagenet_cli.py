@@ -105,3 +105,20 @@ def test_missing_dataset_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     code, _, stderr = invoke("train", *TINY)
     assert code == 2
     assert stderr.count("\n") == 1 and "miniImageNet split 'train' not found" in stderr
+
+
+def test_info_shows_which_layout_each_split_would_be_read_from(roots: dict[str, Path]) -> None:
+    for layout in LAYOUTS:
+        code, stdout, _ = invoke("data", "info", "--data-root", str(roots[layout]), "--json")
+        assert code == 0
+        found = json.loads(stdout)["mini-imagenet"]
+        assert [(f["split"], f["layout"]) for f in found] == [(s, layout) for s in ("train", "val", "test")]
+        assert all(f["size"] == (roots[layout] / "mini-imagenet" / f["file"]).stat().st_size for f in found)
+    code, stdout, _ = invoke("data", "info", "--data-root", str(roots["csv"]))
+    assert code == 0 and "miniImageNet in" in stdout and "train.csv" in stdout
+
+
+def test_info_marks_missing_splits(tmp_path: Path) -> None:
+    code, stdout, _ = invoke("data", "info", "--data-root", str(tmp_path), "--json")
+    assert code == 0
+    assert [f["layout"] for f in json.loads(stdout)["mini-imagenet"]] == [None, None, None]
