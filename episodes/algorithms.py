@@ -45,6 +45,7 @@ def build_embedding(config: RunConfig, in_channels: int) -> nn.Module:
         norm=config.norm,
         norm_options=config.norm_options,
         hidden=config.hidden,
+        dropblock=config.dropblock,
     )
 
 

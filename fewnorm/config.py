@@ -24,6 +24,7 @@ class RunConfig(BaseModel):
     dataset: str = "omniglot-minimal"
     backbone: str = "conv4"
     hidden: int = Field(64, gt=0, description="filters per Conv-4 block")
+    dropblock: float = Field(0.0, ge=0, lt=1, description="ResNet-12 DropBlock drop probability (0: off)")
     norm: str = "batchnorm"
     norm_options: dict[str, Any] = Field(default_factory=dict)
 
@@ -71,6 +72,12 @@ class RunConfig(BaseModel):
     def _known_buffer_policy(self) -> RunConfig:
         if self.buffer_policy not in BUFFER_POLICIES:
             raise ValueError(f"buffer_policy must be one of {', '.join(BUFFER_POLICIES)}")
+        return self
+
+    @model_validator(mode="after")
+    def _dropblock_needs_resnet12(self) -> RunConfig:
+        if self.dropblock and self.backbone != "resnet12":
+            raise ValueError(f"dropblock applies to the resnet12 backbone only, not {self.backbone}")
         return self
 
     @property

@@ -60,3 +60,15 @@ def test_defaults_and_effective_values() -> None:
 def test_bad_values_are_named(values: dict[str, object], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_config(None, values)
+
+
+def test_dropblock_reaches_resnet12_blocks() -> None:
+    from fewnorm.backbones import DropBlock2d
+    from fewnorm.episodes.algorithms import build_embedding
+
+    config = resolve_config(None, {"backbone": "resnet12", "dropblock": 0.1, "norm": "groupnorm"})
+    model = build_embedding(config, in_channels=3)
+    drops = [m.drop_prob for m in model.modules() if isinstance(m, DropBlock2d)]
+    assert drops and set(drops) == {0.1}
+    plain = resolve_config(None, {"backbone": "resnet12", "norm": "groupnorm"})
+    assert {m.drop_prob for m in build_embedding(plain, 3).modules() if isinstance(m, DropBlock2d)} <= {0.0}

@@ -146,6 +146,8 @@ BAD_INPUTS = [
     (["--episodes", "0"], "key 'episodes': Input should be greater than 0"),
     (["--dataset", "omniglott"], "unknown dataset 'omniglott'. Did you mean 'omniglot'?"),
     (["--algo", "protonets"], "unknown algorithm 'protonets'"),
+    (["--dropblock", "0.1"], "dropblock applies to the resnet12 backbone only, not conv4"),
+    (["--backbone", "resnet12", "--dropblock", "1.5"], "key 'dropblock': Input should be less than 1"),
     (["--device", "cuda"], "CUDA is not available"),
     (["--plugin", "no_such_plugin_module"], "plugin 'no_such_plugin_module' could not be imported"),
 ]
