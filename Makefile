@@ -28,6 +28,7 @@ test-all: install
 
 lint: install
 	$(VENV)/bin/ruff check fewnorm episodes cli tests benchmarks
+	$(VENV)/bin/ruff format --check fewnorm episodes cli tests benchmarks README.md
 	$(VENV)/bin/mypy fewnorm episodes cli
 
 demo: install

@@ -39,11 +39,15 @@ def train(
     train_ways: int | None = typer.Option(None, help="Ways of training episodes (default 20)."),
     train_shots: int | None = typer.Option(None, help="Shots of training episodes (default --shots)."),
     train_queries: int | None = typer.Option(None, help="Queries per class in training."),
-    episodes: int | None = typer.Option(None, help="Training episodes (outer steps)."),
+    episodes: int | None = typer.Option(
+        None, help="Training episodes (outer steps; default 1200, MAML-family 8000)."
+    ),
     meta_batch: int | None = typer.Option(None, help="Episodes per outer step."),
     inner_lr: float | None = typer.Option(None, help="MAML inner learning rate."),
     inner_steps: int | None = typer.Option(None, help="MAML inner steps in training."),
-    inner_steps_test: int | None = typer.Option(None, help="MAML inner steps at validation/test."),
+    inner_steps_test: int | None = typer.Option(
+        None, help="MAML inner steps at validation/test (default 10)."
+    ),
     buffer_policy: str | None = typer.Option(None, help="MAML buffers: per_task | global."),
     head: str | None = typer.Option(None, help="Head: linear | affine-divergence (MAML/ANIL)."),
     augment: bool | None = typer.Option(

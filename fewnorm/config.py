@@ -14,6 +14,25 @@ from fewnorm.errors import ConfigError
 ALGORITHMS = ("protonet", "maml", "fomaml", "anil")
 BUFFER_POLICIES = ("per_task", "global")
 
+_GRADIENT_META_LEARNING = {
+    # MAML learns more per task than a ProtoNet step does, but needs many more tasks:
+    # on omniglot-minimal 5-way 1-shot, 1200 tasks give 80.0% test accuracy, 8000 with
+    # these settings 90.4% (docs/maml.md). Validation is sparser because each
+    # validation episode runs the test-time inner loop. Test-time inner steps: 10
+    # rather than Finn's 3; adaptation keeps improving (85.0 / 88.7 / 89.7 / 90.4%
+    # with 1 / 3 / 5 / 10 steps, same checkpoint). configs/maml/ keeps Finn's setups.
+    "episodes": 8000,
+    "lr_halve_every": 3000,
+    "val_every": 500,
+    "inner_steps_test": 10,
+}
+#: Defaults that depend on the algorithm, applied where a key is not given.
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "maml": _GRADIENT_META_LEARNING,
+    "fomaml": _GRADIENT_META_LEARNING,
+    "anil": _GRADIENT_META_LEARNING,
+}
+
 
 class RunConfig(BaseModel):
     """Everything that decides a run's result; saved resolved in every run directory."""
@@ -40,7 +59,9 @@ class RunConfig(BaseModel):
     head: str | None = Field(None, description="classifier/projection head (None: the algorithm's)")
     augment: bool = Field(False, description="augment training episodes (crop, colour jitter, flip)")
 
-    episodes: int = Field(1200, gt=0, description="training episodes (outer steps)")
+    episodes: int = Field(
+        1200, gt=0, description="training episodes (outer steps); MAML-family defaults: ALGORITHM_DEFAULTS"
+    )
     meta_batch: int = Field(1, gt=0, description="episodes per outer step")
     lr: float = Field(1e-3, gt=0)
     lr_halve_every: int = Field(0, ge=0, description="halve lr every N episodes (0: never)")
@@ -59,6 +80,15 @@ class RunConfig(BaseModel):
     test_seed: int = Field(20_000_000, ge=0, description="test episode i from test_seed + i")
     device: str = "cpu"
     data_root: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _algorithm_defaults(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            algo = data.get("algo", "protonet")
+            defaults = ALGORITHM_DEFAULTS.get(algo, {}) if isinstance(algo, str) else {}
+            return {**defaults, **data}
+        return data
 
     @model_validator(mode="after")
     def _known_algorithm(self) -> RunConfig:

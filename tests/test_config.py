@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fewnorm.config import RunConfig, resolve_config
+from fewnorm.config import ALGORITHM_DEFAULTS, RunConfig, resolve_config
 from fewnorm.errors import ConfigError
 from fewnorm.norms import get_norm
 
@@ -45,6 +45,20 @@ def test_defaults_and_effective_values() -> None:
     config = RunConfig()
     assert config.effective_train_ways == 20
     assert config.effective_train_shots == config.shots == 1
+
+
+@pytest.mark.parametrize("algo", ["maml", "fomaml", "anil"])
+def test_algorithm_defaults_fill_only_what_is_not_given(algo: str, tmp_path: Path) -> None:
+    defaults = ALGORITHM_DEFAULTS[algo]
+    config = resolve_config(None, {"algo": algo})
+    assert {key: getattr(config, key) for key in defaults} == defaults
+    assert config.effective_train_ways == config.ways  # the head fixes the ways
+    assert resolve_config(None, {"algo": algo, "episodes": 7}).episodes == 7
+    file = tmp_path / "c.yaml"
+    file.write_text(f"algo: {algo}\ninner_steps_test: 3\n")
+    from_file = resolve_config(file, {"episodes": None})
+    assert (from_file.inner_steps_test, from_file.episodes) == (3, defaults["episodes"])
+    assert resolve_config(file, {"algo": "protonet"}).episodes == RunConfig().episodes == 1200
 
 
 @pytest.mark.parametrize(
