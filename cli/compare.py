@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from fewnorm.cli.train import PLUGIN_HELP, load_plugins
+from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, load_plugins
 from fewnorm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ def compare(
     threads: int | None = typer.Option(None, help="Torch threads per job (default: cores // jobs)."),
     algo: str | None = typer.Option(None, help="Algorithm: protonet | maml | fomaml | anil."),
     dataset: str | None = typer.Option(None, help="Dataset (default omniglot-minimal)."),
+    split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
     backbone: str | None = typer.Option(None, help="Backbone (default conv4)."),
     hidden: int | None = typer.Option(None, help="Filters per Conv-4 block."),
     ways: int | None = typer.Option(None, help="Ways of validation and test episodes."),
@@ -114,7 +115,8 @@ def compare(
         k: v
         for k, v in {
             "algo": algo,
-            "dataset": dataset,
+            "dataset": dataset or ("omniglot-vinyals" if split_file else None),
+            "split_file": str(split_file) if split_file else None,
             "backbone": backbone,
             "hidden": hidden,
             "ways": ways,

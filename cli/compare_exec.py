@@ -49,7 +49,7 @@ def preflight(sweep: Sweep) -> None:
     from fewnorm.episodes.sampler import EpisodeSampler
 
     c = RunConfig.model_validate(sweep.runs()[0].config)
-    stores = {s: load_split(c.dataset, s, c.data_root) for s in ("train", "val", "test")}  # warms the cache
+    stores = {s: load_split(c.dataset, s, c.data_root, **c.data_options) for s in ("train", "val", "test")}
     EpisodeSampler(stores["train"], c.effective_train_ways, c.effective_train_shots, c.train_queries,
                    split="train")  # fmt: skip
     for split in ("val", "test"):

@@ -24,8 +24,18 @@ from rich.progress import (
 from rich.table import Table
 
 from fewnorm.data.files import KNOWN_FILES, FileStatus, check_file, download_hint
-from fewnorm.data.registry import ALL_DATASETS, DATASETS, MINI_IMAGENET, canonical_dataset, dataset_files
+from fewnorm.data.registry import (
+    ALL_DATASETS,
+    DATASETS,
+    MINI_IMAGENET,
+    VINYALS,
+    canonical_dataset,
+    dataset_files,
+)
 from fewnorm.data.root import describe_data_root, omniglot_dir, store_cache_dir
+
+#: What a dataset needs besides its files, said where ``verify`` reports it ready.
+_READY_NOTE = {VINYALS: " (with your --split-file)"}
 
 app = typer.Typer(
     help="Download, verify and inspect datasets (Omniglot, miniImageNet and cached image stores).",
@@ -169,7 +179,7 @@ def verify(
         for s in statuses:
             if s.problem and s.present:
                 stderr.print(f"[red]{escape(s.problem)}[/]", soft_wrap=True)
-        ready = ", ".join(d for d, c in complete.items() if c) or "none"
+        ready = ", ".join(d + _READY_NOTE.get(d, "") for d, c in complete.items() if c) or "none"
         stdout.print(f"datasets ready: {ready}", soft_wrap=True)
         if not ok:
             bad = [s.name for s in statuses if not s.ok] or list(KNOWN_FILES)

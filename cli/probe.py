@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from fewnorm.cli.compare import parse_scoped_options
-from fewnorm.cli.train import PLUGIN_HELP, load_plugins
+from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, load_plugins
 from fewnorm.errors import ConfigError
 
 DEFAULT_NORMS = "batchnorm,layernorm,instancenorm,groupnorm,none"
@@ -28,6 +28,7 @@ def probe(
     ),
     backbone: str | None = typer.Option(None, help="Backbone: conv4 | resnet12 (default conv4)."),
     dataset: str | None = typer.Option(None, help="Dataset (default omniglot-minimal)."),
+    split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
     hidden: int | None = typer.Option(None, help="Filters per Conv-4 block (default 64)."),
     ways: int | None = typer.Option(None, help="Ways of the probe episode (default 5)."),
     shots: int | None = typer.Option(None, help="Support images per class (default 1)."),
@@ -50,7 +51,7 @@ def probe(
     import json
 
     from fewnorm.compare import parse_entries, with_options
-    from fewnorm.config import RunConfig
+    from fewnorm.config import resolve_config
     from fewnorm.runs import atomic_write_text, default_run_dir, load_checkpoint
 
     load_plugins(plugin)
@@ -60,9 +61,11 @@ def probe(
     values: dict[str, Any] = trained["config"] if trained else {}
     if trained and values.get("algo") != "protonet":
         raise ConfigError(f"--checkpoint: probe takes ProtoNet runs; '{checkpoint}' is {values.get('algo')}")
-    given = {"backbone": backbone, "dataset": dataset, "hidden": hidden, "ways": ways, "shots": shots,
-             "queries": queries, "data_root": str(data_root) if data_root else None}  # fmt: skip
-    base = RunConfig.model_validate(values | {k: v for k, v in given.items() if v is not None})
+    given = {"backbone": backbone, "dataset": dataset or ("omniglot-vinyals" if split_file else None),
+             "split_file": str(split_file) if split_file else None, "hidden": hidden, "ways": ways,
+             "shots": shots, "queries": queries,
+             "data_root": str(data_root) if data_root else None}  # fmt: skip
+    base = resolve_config(None, values | {k: v for k, v in given.items() if v is not None})
     default = base.norm if trained and norms is None else DEFAULT_NORMS
     names = [n.strip() for n in (norms or default).split(",") if n.strip()]
     entries = with_options(parse_entries(names, "--norms"), parse_scoped_options(norm_opt))
@@ -100,7 +103,7 @@ def _run(base: Any, entries: list[Any], trained: dict[str, Any] | None, seeds: r
     from fewnorm.norms import NormKind, get_norm
     from fewnorm.probe import average_stats, norm_layers, normalizer_type, probe_model
 
-    store = load_split(base.dataset, "train", base.data_root)
+    store = load_split(base.dataset, "train", base.data_root, **base.data_options)
     sampler = EpisodeSampler(store, base.ways, base.shots, base.queries, split="train")
     channels = store.image_shape[0]
     episodes = [sampler.sample(torch.Generator().manual_seed(s)) for s in seeds]

@@ -10,6 +10,10 @@ import typer
 from fewnorm.errors import ConfigError
 
 PLUGIN_HELP = "Load normalizer registration code from FILE.py or package.module (repeatable)."
+SPLIT_FILE_HELP = (
+    "Omniglot split files: a folder with train.txt, val.txt, test.txt (e.g. the Vinyals split); "
+    "implies --dataset omniglot-vinyals."
+)
 
 
 def parse_norm_options(pairs: list[str] | None) -> dict[str, str]:
@@ -32,7 +36,10 @@ def load_plugins(targets: list[str] | None) -> None:
 
 def train(
     algo: str | None = typer.Option(None, help="Algorithm: protonet | maml | fomaml | anil."),
-    dataset: str | None = typer.Option(None, help="omniglot | omniglot-minimal | mini-imagenet."),
+    dataset: str | None = typer.Option(
+        None, help="omniglot | omniglot-minimal | omniglot-vinyals | mini-imagenet."
+    ),
+    split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
     ways: int | None = typer.Option(None, help="Ways of validation and test episodes."),
     shots: int | None = typer.Option(None, help="Support images per class."),
     queries: int | None = typer.Option(None, help="Query images per class at validation/test."),
@@ -89,7 +96,8 @@ def train(
     load_plugins(plugin)
     overrides: dict[str, Any] = {
         "algo": algo,
-        "dataset": dataset,
+        "dataset": dataset or ("omniglot-vinyals" if split_file else None),
+        "split_file": str(split_file) if split_file else None,
         "ways": ways,
         "shots": shots,
         "queries": queries,

@@ -69,7 +69,7 @@ def evaluate_checkpoint(
     if episodes < 1:
         raise ConfigError(f"--episodes must be positive, got {episodes}")
     root = str(data_root) if data_root else config.data_root
-    store = load_split(config.dataset, split, root)
+    store = load_split(config.dataset, split, root, **config.data_options)
     sampler = EpisodeSampler(store, ways, shots, queries, split=split)
     dev = resolve_device(device)
     algorithm = get_algorithm(config)

@@ -37,7 +37,7 @@ DEFAULT_HEAD = "linear"
 _ALIASES = {"zero": "linear-zero", "ad": "affine-divergence"}
 
 #: Image side length per dataset: the head's input size is probed with it.
-IMAGE_SIZES = {"omniglot": 28, "omniglotminimal": 28, "miniimagenet": 84}
+IMAGE_SIZES = {"omniglot": 28, "omniglotminimal": 28, "omniglotvinyals": 28, "miniimagenet": 84}
 
 
 class FewShotClassifier(nn.Module):

@@ -226,7 +226,8 @@ def train(
     started = time.perf_counter()
     device = resolve_device(config.device)
     stores = {
-        split: load_split(config.dataset, split, config.data_root) for split in ("train", "val", "test")
+        split: load_split(config.dataset, split, config.data_root, **config.data_options)
+        for split in ("train", "val", "test")
     }
     train_sampler = EpisodeSampler(
         stores["train"],

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fewnorm.errors import ConfigError
 
@@ -80,6 +80,9 @@ class RunConfig(BaseModel):
     test_seed: int = Field(20_000_000, ge=0, description="test episode i from test_seed + i")
     device: str = "cpu"
     data_root: str | None = None
+    split_file: str | None = Field(
+        None, description="omniglot-vinyals: folder of train.txt, val.txt, test.txt (or one of them)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -110,6 +113,31 @@ class RunConfig(BaseModel):
             raise ValueError(f"dropblock applies to the resnet12 backbone only, not {self.backbone}")
         return self
 
+    @field_validator("split_file")
+    @classmethod
+    def _absolute_split_file(cls, value: str | None) -> str | None:
+        # Saved absolute, so that --resume and evaluate find it from any working directory.
+        return str(Path(value).expanduser().resolve()) if value else value
+
+    @model_validator(mode="after")
+    def _split_file_needs_vinyals(self) -> RunConfig:
+        from fewnorm.names import normalize_name
+
+        vinyals = normalize_name(self.dataset) == "omniglotvinyals"
+        if vinyals and not self.split_file:
+            raise ValueError(
+                "dataset omniglot-vinyals needs split_file (--split-file): a folder with train.txt, "
+                "val.txt and test.txt, as in Snell et al.'s data/omniglot/splits/vinyals/"
+            )
+        if self.split_file and not vinyals:
+            raise ValueError(f"split_file applies to dataset omniglot-vinyals only, not {self.dataset}")
+        return self
+
+    @property
+    def data_options(self) -> dict[str, Any]:
+        """Keyword options of :func:`fewnorm.data.load_split` that this run's dataset needs."""
+        return {"split_file": self.split_file} if self.split_file else {}
+
     @property
     def effective_train_ways(self) -> int:
         if self.train_ways is not None:
@@ -124,8 +152,10 @@ class RunConfig(BaseModel):
 
 def _one_line(exc: ValidationError, where: str) -> ConfigError:
     first = exc.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(config)"
+    key = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
+    if not key:  # a rule across keys (a model validator): its message names the keys
+        return ConfigError(f"{where}: {msg.removeprefix('Value error, ')}")
     if first["type"] == "extra_forbidden":
         known = ", ".join(RunConfig.model_fields)
         return ConfigError(f"{where}: unknown key '{key}'; known keys: {known}")

@@ -46,3 +46,11 @@ def data_env(omniglot_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``$FEWNORM_DATA`` pointing at the Omniglot test data (for CLI and training tests)."""
     monkeypatch.setenv("FEWNORM_DATA", str(omniglot_root))
     return omniglot_root
+
+
+@pytest.fixture
+def synthetic_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data root with a tiny synthetic extracted ``images_background`` and ``images_evaluation``."""
+    from tests.data.synthetic_release import use_synthetic_release
+
+    return use_synthetic_release(tmp_path, monkeypatch)

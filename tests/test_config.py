@@ -86,3 +86,31 @@ def test_dropblock_reaches_resnet12_blocks() -> None:
     assert drops and set(drops) == {0.1}
     plain = resolve_config(None, {"backbone": "resnet12", "norm": "groupnorm"})
     assert {m.drop_prob for m in build_embedding(plain, 3).modules() if isinstance(m, DropBlock2d)} <= {0.0}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"dataset": "omniglot-vinyals"},
+            "options: dataset omniglot-vinyals needs split_file (--split-file)",
+        ),
+        (
+            {"split_file": "x"},
+            "options: split_file applies to dataset omniglot-vinyals only, not omniglot-minimal",
+        ),
+        ({"dropblock": 0.1}, "options: dropblock applies to the resnet12 backbone only, not conv4"),
+    ],
+)
+def test_rules_across_keys_read_as_one_sentence(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_config(None, overrides)
+    assert str(info.value).startswith(message) and "got" not in str(info.value)
+
+
+def test_split_file_is_saved_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config(None, {"dataset": "Omniglot_Vinyals", "split_file": "splits/vinyals"})
+    assert config.split_file == str(tmp_path / "splits" / "vinyals")
+    assert config.data_options == {"split_file": config.split_file}
+    assert resolve_config(None, {}).data_options == {}

@@ -13,6 +13,9 @@ Splits (alphabet-disjoint between train and test in both datasets):
     characters, drawn with ``torch.randperm`` from a generator seeded with 0 (109 left;
     rotated x4); val: those 27 characters; test: the :data:`MINIMAL_TEST_ALPHABETS` of
     ``images_background_small2`` that small1 lacks (106 characters).
+``omniglot-vinyals``
+    the classes (character and rotation) that the split files name, from both archives:
+    the Vinyals split or any other in its format (:mod:`fewnorm.data.splitfile`).
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ import hashlib
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from fewnorm.data.files import Source, require_sources
-from fewnorm.data.registry import canonical_dataset, check_split, split_files
+from fewnorm.data.registry import ROTATIONS, VINYALS, canonical_dataset, check_split, split_files
 from fewnorm.data.root import omniglot_dir, resolve_data_root, store_cache_dir
+from fewnorm.data.splitfile import SplitFiles, read_split_files
 from fewnorm.data.store import STORE_VERSION, ImageStore, load_or_build
 from fewnorm.errors import DataError, OptionError
 
@@ -42,13 +47,21 @@ VAL_ALPHABETS: tuple[str, ...] = ("Armenian", "Bengali", "Cyrillic", "Futurama",
 MINIMAL_TEST_ALPHABETS: tuple[str, ...] = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
 MINIMAL_VAL_FRACTION = 0.2
 MINIMAL_VAL_SEED = 0
-#: Degrees of the rotated copies added as classes of their own to training splits.
-ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
 # Images per interpolate call: a (256, 1, 105, 105) float chunk (11 MB) stays in cache,
 # which measured several times faster than one call on the whole split.
 _CHUNK = 256
 
 Character = tuple[str, str]  # (alphabet, character folder)
+
+
+@dataclass(frozen=True)
+class _PlannedClass:
+    """One character to decode: its archive, its images and the rotations kept as classes."""
+
+    character: Character
+    source: Source
+    images: list[str]
+    rotations: tuple[int, ...]
 
 
 def load_split(
@@ -58,6 +71,7 @@ def load_split(
     *,
     image_size: int = 28,
     rotations: bool | None = None,
+    split_file: Path | str | None = None,
 ) -> ImageStore:
     """The preprocessed images of one split, from the cache or built once from the zips.
 
@@ -65,12 +79,15 @@ def load_split(
     classes sorted by alphabet then character, images by file name. ``rotations`` (default:
     only for ``"train"``) adds each character rotated by 90, 180 and 270 degrees as three
     more classes, right after the original and named ``"<Alphabet>/<character>/rot90"`` etc.
+    ``omniglot-vinyals`` needs ``split_file`` (:func:`fewnorm.data.splitfile.split_folder`),
+    whose lines decide the classes and their rotations in every split.
     """
     dataset = canonical_dataset(dataset)
     check_split(split)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise OptionError(f"image_size must be a positive integer, got {image_size!r}.")
-    rotate = split == "train" if rotations is None else bool(rotations)
+    splits = _split_files(dataset, split_file, rotations)
+    rotate = (split == "train" if rotations is None else bool(rotations)) and splits is None
     if rotate and split != "train":
         raise OptionError(f"rotations apply to the train split only, not '{split}'.")
     data_root = resolve_data_root(root)
@@ -79,15 +96,40 @@ def load_split(
         split_files(dataset, split),
         needed_by=f"dataset '{dataset}' (split '{split}')",
     )
-    key = _cache_key(dataset, split, image_size, rotate, sources)
+    key = _cache_key(dataset, split, image_size, rotate, sources, splits)
     rot = "-rot4" if rotate else ""
     cache_path = store_cache_dir(data_root) / f"{dataset}-{split}-{image_size}px{rot}-{key}.pt"
     return load_or_build(
-        cache_path, lambda: _build(dataset, split, sources, image_size, rotate), f"{dataset}/{split}"
+        cache_path,
+        lambda: _build(_plan(dataset, split, sources, rotate, splits), image_size),
+        f"{dataset}/{split}",
     )
 
 
-def _cache_key(dataset: str, split: str, image_size: int, rotate: bool, sources: list[Source]) -> str:
+def _split_files(dataset: str, split_file: Path | str | None, rotations: bool | None) -> SplitFiles | None:
+    """The parsed split files that ``omniglot-vinyals`` needs; ``None`` for the other datasets."""
+    if dataset != VINYALS:
+        if split_file is not None:
+            raise OptionError(f"split files apply to dataset {VINYALS} only, not '{dataset}'.")
+        return None
+    if split_file is None:
+        raise OptionError(
+            f"dataset {VINYALS} needs --split-file: a folder with train.txt, val.txt and test.txt "
+            f"(Snell et al.'s data/omniglot/splits/vinyals/)."
+        )
+    if rotations is not None:
+        raise OptionError(f"the split files decide the rotations of {VINYALS} classes; drop rotations.")
+    return read_split_files(split_file)
+
+
+def _cache_key(
+    dataset: str,
+    split: str,
+    image_size: int,
+    rotate: bool,
+    sources: list[Source],
+    splits: SplitFiles | None,
+) -> str:
     spec = {
         "preprocess": PREPROCESS_VERSION,
         "store": STORE_VERSION,
@@ -98,6 +140,7 @@ def _cache_key(dataset: str, split: str, image_size: int, rotate: bool, sources:
         "val_alphabets": VAL_ALPHABETS,
         "minimal": [MINIMAL_TEST_ALPHABETS, MINIMAL_VAL_FRACTION, MINIMAL_VAL_SEED],
         "sources": [s.identity() for s in sources],
+        "split_files": splits.digest if splits else None,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -124,8 +167,30 @@ def _only_alphabets(
     return {k: v for k, v in chars.items() if (k[0] in alphabets) == keep}
 
 
+def _plan(
+    dataset: str, split: str, sources: list[Source], rotate: bool, splits: SplitFiles | None
+) -> list[_PlannedClass]:
+    """The characters of ``split`` in store order, each with its archive, images and rotations."""
+    if splits is None:
+        (source,) = sources  # each split of the fixed datasets reads exactly one archive
+        kept = ROTATIONS if rotate else (0,)
+        return [_PlannedClass(k, source, v, kept) for k, v in _select(dataset, split, source).items()]
+    found = {k: (src, v) for src in sources for k, v in _characters(src).items()}
+    wanted: dict[Character, list[int]] = {}
+    for c in splits.classes[split]:  # sorted, so rotations come in increasing order
+        wanted.setdefault((c.alphabet, c.character), []).append(c.degrees)
+    absent = [f"{a}/{ch}" for a, ch in wanted if (a, ch) not in found]
+    if absent:
+        more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+        raise DataError(
+            f"{splits.folder / (split + '.txt')} names characters that "
+            f"{' and '.join(s.known.name for s in sources)} lack: {', '.join(absent[:3])}{more}."
+        )
+    return [_PlannedClass(k, *found[k], tuple(d)) for k, d in wanted.items()]
+
+
 def _select(dataset: str, split: str, source: Source) -> dict[Character, list[str]]:
-    """The characters of ``split`` with their image paths, sorted."""
+    """The characters of ``split`` in one of the fixed datasets with their image paths, sorted."""
     chars = _characters(source)
     if dataset == "omniglot":
         if split == "test":
@@ -186,18 +251,19 @@ def preprocess(raw: torch.Tensor, image_size: int) -> torch.Tensor:
     return out
 
 
-def _build(dataset: str, split: str, sources: list[Source], image_size: int, rotate: bool) -> ImageStore:
-    (source,) = sources  # every split reads exactly one archive
-    chars = _select(dataset, split, source)
-    paths = [p for rels in chars.values() for p in rels]
-    images = preprocess(decode_pngs(source.read(paths), paths), image_size)
+def _build(plan: list[_PlannedClass], image_size: int) -> ImageStore:
+    images: dict[Path, torch.Tensor] = {}  # each archive decoded in one pass, in plan order
+    for source in dict.fromkeys(c.source for c in plan):
+        paths = [p for c in plan if c.source == source for p in c.images]
+        images[source.path] = preprocess(decode_pngs(source.read(paths), paths), image_size)
+    start = dict.fromkeys(images, 0)
     per_class: list[torch.Tensor] = []
     names: list[str] = []
-    start = 0
-    for (alphabet, character), rels in chars.items():
-        imgs = images[start : start + len(rels)]  # (n, 1, s, s)
-        start += len(rels)
-        for degrees in ROTATIONS if rotate else (0,):
+    for c in plan:
+        (alphabet, character), first = c.character, start[c.source.path]
+        imgs = images[c.source.path][first : first + len(c.images)]  # (n, 1, s, s)
+        start[c.source.path] += len(c.images)
+        for degrees in c.rotations:
             # rot90 turns counter-clockwise in the (H, W) plane.
             per_class.append(torch.rot90(imgs, degrees // 90, dims=(2, 3)))
             suffix = f"/rot{degrees}" if degrees else ""

@@ -14,18 +14,24 @@ RUNS = "all_runs.zip"
 #: miniImageNet; its files depend on the layout users arrive with (see :mod:`fewnorm.data.minifiles`).
 MINI_IMAGENET = "mini-imagenet"
 
+#: Omniglot classes from user-provided split files (:mod:`fewnorm.data.splitfile`).
+VINYALS = "omniglot-vinyals"
 #: The Omniglot datasets, served from the official zips, by canonical name.
-DATASETS: tuple[str, ...] = ("omniglot", "omniglot-minimal")
+DATASETS: tuple[str, ...] = ("omniglot", "omniglot-minimal", VINYALS)
 #: Every dataset :func:`fewnorm.data.load_split` serves, by canonical name.
 ALL_DATASETS: tuple[str, ...] = (*DATASETS, MINI_IMAGENET)
 
 #: Split names, in the order runs use them.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Degrees of the rotated copies of a character that count as classes of their own.
+ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
 
 #: Zips each split reads (train and val share their archive: val is held out of it).
 _SPLIT_FILES: dict[str, dict[str, tuple[str, ...]]] = {
     "omniglot": {"train": (BACKGROUND,), "val": (BACKGROUND,), "test": (EVALUATION,)},
     "omniglot-minimal": {"train": (SMALL1,), "val": (SMALL1,), "test": (SMALL2,)},
+    # Split files pick classes from both archives (the Vinyals split mixes them).
+    VINYALS: {split: (BACKGROUND, EVALUATION) for split in ("train", "val", "test")},
 }
 
 #: The download subsets of ``fewnorm data download`` (``full`` and ``all`` add Lake's runs).
@@ -36,7 +42,7 @@ SUBSETS: dict[str, tuple[str, ...]] = {
 }
 
 #: The subset that ``fewnorm data download DATASET`` fetches when none is named.
-DEFAULT_SUBSET: dict[str, str] = {"omniglot": "full", "omniglot-minimal": "minimal"}
+DEFAULT_SUBSET: dict[str, str] = {"omniglot": "full", "omniglot-minimal": "minimal", VINYALS: "full"}
 
 
 def canonical_dataset(name: str) -> str:

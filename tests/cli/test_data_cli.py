@@ -43,7 +43,7 @@ def test_verify_missing_or_corrupt_exits_1(omniglot_root: Path, tmp_path: Path) 
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False
-    assert report["datasets"] == {"omniglot": False, "omniglot-minimal": True}
+    assert report["datasets"] == {"omniglot": False, "omniglot-minimal": True, "omniglot-vinyals": False}
 
     (tmp_path / "omniglot").mkdir()
     (tmp_path / "omniglot" / SMALL1).write_bytes(b"PK damaged")

@@ -63,7 +63,6 @@ def test_lake20_table_from_the_default_path(
 @pytest.mark.parametrize(
     ("config", "args", "message"),
     [
-        ({"dataset": "omniglot-vinyals"}, [], "Vinyals split"),
         ({"dataset": "mini-imagenet"}, [], "trained on 'mini-imagenet'"),
         ({"dataset": "omniglot"}, ["--ways", "5"], "--ways do not apply to --benchmark lake20"),
         ({"dataset": "omniglot"}, ["--benchmark", "lake21"], "unknown benchmark 'lake21'"),

@@ -65,6 +65,7 @@ def test_probe_of_a_trained_checkpoint(tmp_path: Path) -> None:
         (["--seeds", "0"], "--seeds must be positive"),
         (["--checkpoint", "/nonexistent/run"], "no checkpoint at"),
         (["--backbone", "vgg"], "unknown backbone 'vgg'"),
+        (["--ways", "0"], "options: key 'ways': Input should be greater than 0"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from fewnorm.data.lake import NUM_RUNS, default_runs_path, load_runs
 from fewnorm.data.omniglot import decode_pngs, preprocess
 from fewnorm.episodes.lake import check_lake_safe, run_error, score_run
 from fewnorm.errors import ConfigError, DataError
+from tests.data.synthetic_release import write_split_files
 
 #: Swapped answers per run in the scored fixture (run number -> wrong labels).
 SWAPS = {1: 1, 2: 3, 5: 2, 20: 20}
@@ -158,7 +159,6 @@ def test_alphabet_disjoint_models_may_be_scored(dataset: str) -> None:
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        (RunConfig(dataset="omniglot-vinyals"), "Vinyals split, whose training alphabets include"),
         (RunConfig(dataset="mini-imagenet"), "not an Omniglot split known to be alphabet-disjoint"),
         (RunConfig(dataset="omniglot", algo="maml"), "scores ProtoNet models"),
     ],
@@ -166,6 +166,27 @@ def test_alphabet_disjoint_models_may_be_scored(dataset: str) -> None:
 def test_other_models_are_refused(config: RunConfig, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         check_lake_safe(config)
+
+
+def test_split_files_are_refused_when_training_saw_evaluation_alphabets(tmp_path: Path) -> None:
+    test = ["Kannada/character01/rot000"]
+    train, val = ["Angelic/character01/rot090"], ["Greek/character02"]
+    vinyals = write_split_files(tmp_path / "vinyals", train=train, val=val, test=test)
+    with pytest.raises(ConfigError, match=r"include evaluation alphabets, .* \(Angelic; the Vinyals split"):
+        check_lake_safe(RunConfig(dataset="omniglot-vinyals", split_file=str(vinyals)))
+    in_val = write_split_files(
+        tmp_path / "val", train=["Greek/character01"], val=["ULOG/character03"], test=test
+    )
+    with pytest.raises(ConfigError, match=r"\(ULOG;"):
+        check_lake_safe(RunConfig(dataset="omniglot-vinyals", split_file=str(in_val)))
+    background = write_split_files(
+        tmp_path / "bg", train=["Greek/character01"], val=["Latin/character01"], test=test
+    )
+    check_lake_safe(RunConfig(dataset="omniglot-vinyals", split_file=str(background)))
+    for path in (background / "train.txt", background / "val.txt"):
+        path.unlink()  # moved or deleted since training: nothing proves the model safe
+    with pytest.raises(ConfigError, match=r"split files cannot be checked .* lacks train.txt, val.txt"):
+        check_lake_safe(RunConfig(dataset="omniglot-vinyals", split_file=str(background)))
 
 
 def test_download_fetches_all_runs_without_a_checksum(

@@ -14,7 +14,7 @@ from fewnorm.errors import UnknownNameError
 
 
 def test_dataset_names_and_files() -> None:
-    assert DATASETS == ("omniglot", "omniglot-minimal")
+    assert DATASETS == ("omniglot", "omniglot-minimal", "omniglot-vinyals")
     assert dataset_files("omniglot") == ["images_background.zip", "images_evaluation.zip"]
     assert dataset_files("Omniglot_Minimal") == [
         "images_background_small1.zip",

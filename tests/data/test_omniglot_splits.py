@@ -7,75 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from fewnorm.data import files, load_split
 from fewnorm.data.omniglot import VAL_ALPHABETS
 from fewnorm.errors import DataError
-
-BACKGROUND_ALPHABETS = (
-    "Alphabet_of_the_Magi",
-    "Anglo-Saxon_Futhorc",
-    "Arcadian",
-    "Armenian",
-    "Asomtavruli_(Georgian)",
-    "Balinese",
-    "Bengali",
-    "Blackfoot_(Canadian_Aboriginal_Syllabics)",
-    "Braille",
-    "Burmese_(Myanmar)",
-    "Cyrillic",
-    "Early_Aramaic",
-    "Futurama",
-    "Grantha",
-    "Greek",
-    "Gujarati",
-    "Hebrew",
-    "Inuktitut_(Canadian_Aboriginal_Syllabics)",
-    "Japanese_(hiragana)",
-    "Japanese_(katakana)",
-    "Korean",
-    "Latin",
-    "Malay_(Jawi_-_Arabic)",
-    "Mkhedruli_(Georgian)",
-    "N_Ko",
-    "Ojibwe_(Canadian_Aboriginal_Syllabics)",
-    "Sanskrit",
-    "Syriac_(Estrangelo)",
-    "Tagalog",
-    "Tifinagh",
-)
-EVALUATION_ALPHABETS = ("Angelic", "Kannada")
-CHARS, DRAWERS = 2, 2
-
-
-def _write_release(omniglot: Path, stem: str, alphabets: tuple[str, ...]) -> int:
-    """Black-on-white 1-bit 105x105 PNGs, like the official scans; returns the image count."""
-    count = 0
-    for a, alphabet in enumerate(alphabets):
-        for c in range(1, CHARS + 1):
-            folder = omniglot / stem / alphabet / f"character{c:02d}"
-            folder.mkdir(parents=True)
-            for d in range(1, DRAWERS + 1):
-                image = Image.new("1", (105, 105), 1)
-                ImageDraw.Draw(image).line((10 + a, 10 * c, 90, 20 * d), fill=0, width=6)
-                image.save(folder / f"{a:04d}_{d:02d}.png")
-                count += 1
-    return count
-
-
-@pytest.fixture
-def synthetic_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    omniglot = tmp_path / "omniglot"
-    for name, alphabets in (
-        ("images_background.zip", BACKGROUND_ALPHABETS),
-        ("images_evaluation.zip", EVALUATION_ALPHABETS),
-    ):
-        known = files.KNOWN_FILES[name]
-        count = _write_release(omniglot, known.stem, alphabets)
-        # The folder check compares against the official image count; shrink it to ours.
-        monkeypatch.setitem(files.KNOWN_FILES, name, dataclasses.replace(known, num_images=count))
-    return tmp_path
+from tests.data.synthetic_release import BACKGROUND_ALPHABETS, CHARS, DRAWERS, EVALUATION_ALPHABETS
 
 
 def test_background_alphabets_split_into_train_and_val(synthetic_root: Path) -> None:
