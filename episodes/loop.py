@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fewnorm.config import RunConfig
+from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
 from fewnorm.data.augment import augment_episode
 from fewnorm.episodes.algorithms import Algorithm, get_algorithm
@@ -169,6 +169,8 @@ def _snapshot(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
+        # DropBlock draws its masks from the device's generator; only a run that used CUDA has one.
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         "episode": state.episode,
         "state": {f.name: getattr(state, f.name) for f in fields(state) if f.name != "records"}
         | {"wall_before": wall},
@@ -191,7 +193,9 @@ def _restore(
     if status == "diverged":
         raise FewnormError(f"run '{runs.path}' diverged; resuming would repeat it (see diverged.json)")
     checkpoint = runs.load_last()
-    if checkpoint["config"] != config.model_dump():
+    # Validated, so that keys added to RunConfig after the checkpoint was written get their defaults.
+    saved = validate_config(checkpoint["config"], f"checkpoint in '{runs.path}'")
+    if saved.model_dump() != config.model_dump():
         raise ConfigError(f"'{runs.path}' was trained with other settings; resume it with its own config")
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -199,6 +203,8 @@ def _restore(
         scheduler.load_state_dict(checkpoint["scheduler"])
     generator.set_state(checkpoint["generator"])
     torch.set_rng_state(checkpoint["torch_rng"])
+    if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
     state = TrainState(**checkpoint["state"], records=checkpoint["records"])
     state.window = [tuple(w) for w in state.window]  # type: ignore[misc]
     runs.rewrite_metrics(state.records)

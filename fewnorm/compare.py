@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from fewnorm.config import RunConfig, _one_line, load_config_file
+from fewnorm.config import RunConfig, load_config_file, validate_config
 from fewnorm.errors import ConfigError
 from fewnorm.metrics import Interval, mean_ci95
 from fewnorm.names import normalize_name, unknown_name
@@ -96,10 +94,7 @@ def read_sweep_file(path: Path) -> dict[str, Any]:
         if key not in known:
             raise ConfigError(f"sweep '{path}': unknown key '{key}'; known keys: {', '.join(known)}")
     base = {k: v for k, v in data.items() if k not in SWEEP_KEYS}
-    try:
-        RunConfig.model_validate(base)
-    except ValidationError as exc:
-        raise _one_line(exc, f"sweep '{path}'") from None
+    validate_config(base, f"sweep '{path}'")
     return data
 
 
@@ -169,10 +164,7 @@ def build_sweep(
     data = dict(file_data or {})
     values = COMPARE_DEFAULTS | {k: v for k, v in data.items() if k not in SWEEP_KEYS}
     values |= {k: v for k, v in overrides.items() if v is not None}
-    try:
-        config = RunConfig.model_validate(values)
-    except ValidationError as exc:
-        raise _one_line(exc, "options") from None
+    config = validate_config(values, "options")
     entries = parse_entries(list(norms) if norms else list(data.get("norms") or []), "norms")
     file_options = data.get("norm_options") or {}
     if not isinstance(file_options, Mapping):

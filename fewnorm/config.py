@@ -162,6 +162,14 @@ def _one_line(exc: ValidationError, where: str) -> ConfigError:
     return ConfigError(f"{where}: key '{key}': {msg} (got {first.get('input')!r})")
 
 
+def validate_config(values: Mapping[str, Any], where: str) -> RunConfig:
+    """``RunConfig`` from ``values``; a :class:`ConfigError` names ``where`` and the key if invalid."""
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as exc:
+        raise _one_line(exc, where) from None
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML config file into a mapping (validated later, with overrides applied)."""
     try:
@@ -189,12 +197,6 @@ def resolve_config(file: Path | None = None, overrides: Mapping[str, Any] | None
     if file is not None:
         values.update(load_config_file(file))
         where = f"config '{file}'"
-    try:
-        RunConfig.model_validate(values)  # name the file when the file itself is wrong
-    except ValidationError as exc:
-        raise _one_line(exc, where) from None
+    validate_config(values, where)  # name the file when the file itself is wrong
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return RunConfig.model_validate(values)
-    except ValidationError as exc:
-        raise _one_line(exc, "options") from None
+    return validate_config(values, "options")

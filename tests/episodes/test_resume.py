@@ -134,6 +134,57 @@ def test_fresh_run_refuses_an_unfinished_directory(tmp_path: Path) -> None:
         loop.train(CONFIG, tmp_path / "empty", resume=True)
 
 
+def _edit_checkpoint(run: Path, edit: Any) -> None:
+    checkpoint = torch.load(run / runs.LAST, weights_only=True)
+    edit(checkpoint)
+    torch.save(checkpoint, run / runs.LAST)
+
+
+def test_checkpoint_of_an_older_version_resumes(reference: Path, tmp_path: Path) -> None:
+    """A key added to RunConfig after the checkpoint was written takes its default on resume."""
+    run = tmp_path / "run"
+    with pytest.raises(loop.RunInterrupted):
+        loop.train(CONFIG, run, on_episode=_stop_at(3, KeyboardInterrupt))
+    _edit_checkpoint(run, lambda c: c["config"].pop("split_file"))
+    loop.train(CONFIG, run, resume=True)
+    assert _numbers(run) == _numbers(reference)
+
+
+def test_checkpoint_with_settings_now_rejected_is_one_line(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(loop.RunInterrupted):
+        loop.train(CONFIG, run, on_episode=_stop_at(3, KeyboardInterrupt))
+    _edit_checkpoint(run, lambda c: c["config"].update(ways=0))
+    with pytest.raises(FewnormError, match=r"checkpoint in '.*run': key 'ways': Input should be greater"):
+        loop.train(CONFIG, run, resume=True)
+
+
+def test_cuda_generator_state_travels_with_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DropBlock draws from the device generator: a CUDA run saves and restores its state."""
+    state = [torch.arange(8, dtype=torch.uint8)]
+    restored: list[list[torch.Tensor]] = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: state)
+    run = tmp_path / "run"
+    with pytest.raises(loop.RunInterrupted):
+        loop.train(CONFIG, run, on_episode=_stop_at(3, KeyboardInterrupt))
+    saved = torch.load(run / runs.LAST, weights_only=True)["cuda_rng"]
+    assert len(saved) == 1 and torch.equal(saved[0], state[0])
+    real_restore = loop._restore
+
+    def restore(*args: Any) -> Any:
+        with pytest.MonkeyPatch.context() as mp:  # a CUDA machine, while the checkpoint loads
+            mp.setattr(torch.cuda, "is_available", lambda: True)
+            return real_restore(*args)
+
+    monkeypatch.setattr(loop, "_restore", restore)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    loop.train(CONFIG, run, resume=True)
+    assert len(restored) == 1 and torch.equal(restored[0][0], state[0])
+
+
 def test_resume_of_finished_run_is_refused(reference: Path) -> None:
     with pytest.raises(FewnormError, match="already finished"):
         loop.train(CONFIG, reference, resume=True)
