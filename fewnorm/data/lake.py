@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from fewnorm.data.omniglot import decode_pngs, preprocess
 from fewnorm.data.registry import RUNS
 from fewnorm.data.root import omniglot_dir, resolve_data_root
+from fewnorm.data.scans import decode_pngs, preprocess
 from fewnorm.errors import DataError
 
 NUM_RUNS = 20

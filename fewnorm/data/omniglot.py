@@ -21,18 +21,17 @@ Splits (alphabet-disjoint between train and test in both datasets):
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from fewnorm.data.files import Source, require_sources
 from fewnorm.data.registry import ROTATIONS, VINYALS, canonical_dataset, check_split, split_files
 from fewnorm.data.root import omniglot_dir, resolve_data_root, store_cache_dir
+from fewnorm.data.scans import decode_pngs, preprocess
 from fewnorm.data.splitfile import SplitFiles, read_split_files
 from fewnorm.data.store import STORE_VERSION, ImageStore, load_or_build
 from fewnorm.errors import DataError, OptionError
@@ -47,9 +46,6 @@ VAL_ALPHABETS: tuple[str, ...] = ("Armenian", "Bengali", "Cyrillic", "Futurama",
 MINIMAL_TEST_ALPHABETS: tuple[str, ...] = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
 MINIMAL_VAL_FRACTION = 0.2
 MINIMAL_VAL_SEED = 0
-# Images per interpolate call: a (256, 1, 105, 105) float chunk (11 MB) stays in cache,
-# which measured several times faster than one call on the whole split.
-_CHUNK = 256
 
 Character = tuple[str, str]  # (alphabet, character folder)
 
@@ -203,52 +199,6 @@ def _select(dataset: str, split: str, source: Source) -> dict[Character, list[st
     perm = torch.randperm(len(keys), generator=gen)
     val = {keys[i] for i in perm[: round(MINIMAL_VAL_FRACTION * len(keys))].tolist()}
     return {k: v for k, v in chars.items() if (k in val) == (split == "val")}
-
-
-def decode_pngs(blobs: list[bytes], names: list[str]) -> torch.Tensor:
-    """Decode grayscale PNGs of one size into an ``(N, H, W)`` uint8 tensor.
-
-    PIL, not ``torchvision.io``: decoding is equally fast for these 1-bit PNGs (~50 us
-    each) and importing torchvision would add over a second to every first load.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    raw, size = [], None
-    for blob, name in zip(blobs, names, strict=True):
-        try:
-            im = Image.open(io.BytesIO(blob)).convert("L")
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(f"cannot decode image {name}: {exc}") from None
-        size = size or im.size
-        if im.size != size:
-            raise DataError(f"image {name} is {im.size}, expected {size} like the others.")
-        raw.append(im.tobytes())
-    if size is None:
-        raise DataError("no images to decode.")
-    w, h = size
-    return torch.frombuffer(bytearray(b"".join(raw)), dtype=torch.uint8).view(-1, h, w)
-
-
-def preprocess(raw: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Invert and resize ``(N, H, W)`` uint8 scans to ``(N, 1, image_size, image_size)`` uint8.
-
-    Scans are black strokes (0) on white (255); inverting makes strokes 255 on a 0
-    background. Bilinear with antialiasing averages the 105x105 pixels each output pixel
-    covers, so thin strokes fade to grey rather than vanish.
-    """
-    out = torch.empty(raw.shape[0], 1, image_size, image_size, dtype=torch.uint8)
-    for i in range(0, raw.shape[0], _CHUNK):
-        x = (255 - raw[i : i + _CHUNK]).unsqueeze(1).float()  # (n, 1, H, W)
-        if x.shape[-2:] != (image_size, image_size):
-            x = F.interpolate(
-                x,
-                size=(image_size, image_size),
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
-            )
-        out[i : i + _CHUNK] = x.round_().clamp_(0, 255).to(torch.uint8)
-    return out
 
 
 def _build(plan: list[_PlannedClass], image_size: int) -> ImageStore:

@@ -16,7 +16,7 @@ from fewnorm.config import RunConfig
 from fewnorm.data import registry
 from fewnorm.data.download import download
 from fewnorm.data.lake import NUM_RUNS, default_runs_path, load_runs
-from fewnorm.data.omniglot import decode_pngs, preprocess
+from fewnorm.data.scans import decode_pngs, preprocess
 from fewnorm.episodes.lake import check_lake_safe, run_error, score_run
 from fewnorm.errors import ConfigError, DataError
 from tests.data.synthetic_release import write_split_files
