@@ -136,8 +136,9 @@ def _cache_key(
         "val_alphabets": VAL_ALPHABETS,
         "minimal": [MINIMAL_TEST_ALPHABETS, MINIMAL_VAL_FRACTION, MINIMAL_VAL_SEED],
         "sources": [s.identity() for s in sources],
-        "split_files": splits.digest if splits else None,
     }
+    if splits is not None:  # only this split's classes: editing test.txt keeps the train cache
+        spec["split_classes"] = splits.digest(split)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -71,10 +71,9 @@ class SplitFiles:
     folder: Path
     classes: dict[str, tuple[SplitClass, ...]]
 
-    @property
-    def digest(self) -> str:
-        """SHA256 of the sorted classes: line order and blank lines do not change it."""
-        text = "\n".join(f"{split}\t{c.name}" for split in SPLITS for c in self.classes[split])
+    def digest(self, *splits: str) -> str:
+        """SHA256 of the sorted classes of ``splits`` (default: all); line order does not count."""
+        text = "\n".join(f"{split}\t{c.name}" for split in splits or SPLITS for c in self.classes[split])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def alphabets(self, *splits: str) -> set[str]:

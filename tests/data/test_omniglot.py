@@ -129,6 +129,22 @@ def test_cache_hit_skips_decoding(
         load_split("omniglot-minimal", "val", omniglot_root, image_size=14)
 
 
+def test_cache_names_of_the_shared_zips_are_stable(
+    minimal: dict[str, ImageStore], omniglot_root: Path
+) -> None:
+    """A change that does not change the images must not make every user rebuild their stores.
+
+    Update these names only together with ``PREPROCESS_VERSION`` or ``STORE_VERSION``.
+    """
+    cache = Path(os.environ["FEWNORM_CACHE"])
+    names = {p.name for p in cache.glob("omniglot-minimal-*-28px*.pt")}
+    assert {
+        "omniglot-minimal-train-28px-rot4-6217b2f212b2d4f7.pt",
+        "omniglot-minimal-val-28px-6201c93b87f8e42d.pt",
+        "omniglot-minimal-test-28px-4ee4230ca4e6990c.pt",
+    } <= names
+
+
 def test_other_image_size(omniglot_root: Path) -> None:
     store = load_split("omniglot-minimal", "val", omniglot_root, image_size=14)
     assert store.image_shape == (1, 14, 14)

@@ -70,6 +70,22 @@ def test_cache_follows_the_split_files(synthetic_root: Path, splits: Path, tmp_p
     assert first.num_classes == 2 and second.num_classes == 1
 
 
+def test_editing_one_split_keeps_the_others_cached(
+    synthetic_root: Path, splits: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fewnorm.data import omniglot
+
+    train = load_split("omniglot-vinyals", "train", synthetic_root, split_file=splits)
+    (splits / "test.txt").write_text("Korean/character01\n")
+
+    def no_decoding(*args: object) -> torch.Tensor:
+        raise AssertionError("decoded although a cached store exists")
+
+    monkeypatch.setattr(omniglot, "decode_pngs", no_decoding)
+    again = load_split("omniglot-vinyals", "train", synthetic_root, split_file=splits)
+    assert torch.equal(again.images, train.images)
+
+
 def test_unknown_characters_are_named(synthetic_root: Path, tmp_path: Path) -> None:
     bad = write_split_files(
         tmp_path / "bad", train=["Greek/character09", "Klingon/character01/rot090"], val=VAL, test=TEST

@@ -42,13 +42,16 @@ def test_a_file_path_means_its_folder(folder: Path) -> None:
 
 
 def test_digest_ignores_order_and_blank_lines_but_not_classes(folder: Path, tmp_path: Path) -> None:
-    digest = read_split_files(folder).digest
+    digest = read_split_files(folder).digest()
     shuffled = write_split_files(tmp_path / "b", train=["", *reversed(TRAIN), " "], val=VAL, test=TEST)
-    assert read_split_files(shuffled).digest == digest
+    assert read_split_files(shuffled).digest() == digest
     other = write_split_files(tmp_path / "c", train=TRAIN[:2], val=VAL, test=TEST)
-    assert read_split_files(other).digest != digest
+    assert read_split_files(other).digest() != digest
     moved = write_split_files(tmp_path / "d", train=TRAIN, val=TEST, test=VAL)
-    assert read_split_files(moved).digest != digest  # same classes, other splits
+    assert read_split_files(moved).digest() != digest  # same classes, other splits
+    # A split's own digest (its cache key) ignores edits to the other splits.
+    assert read_split_files(other).digest("val", "test") == read_split_files(folder).digest("val", "test")
+    assert read_split_files(other).digest("train") != read_split_files(folder).digest("train")
 
 
 @pytest.mark.parametrize(
