@@ -25,6 +25,9 @@ def evaluate(
     episodes: int | None = typer.Option(None, help="Fixed test episodes (default: the run's)."),
     split: str = typer.Option("test", help="Split to score: test | val."),
     data_root: Path | None = typer.Option(None, help="Data root (default: the run's, then $FEWNORM_DATA)."),
+    split_file: Path | None = typer.Option(
+        None, help="omniglot-vinyals: where the run's split files are now (same classes).", metavar="PATH"
+    ),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
     query_one_at_a_time: bool = typer.Option(
         False, "--query-one-at-a-time", help="Score each query image alone (exposes transductive norms)."
@@ -53,7 +56,7 @@ def evaluate(
             raise ConfigError(f"{', '.join(given)} do not apply to --benchmark lake20 (20-way 1-shot runs)")
         from fewnorm.episodes.lake import load_lake20
 
-        task = load_lake20(run, runs=runs, data_root=data_root)  # refusals before any progress bar
+        task = load_lake20(run, runs=runs, data_root=data_root, split_file=split_file)  # refusals first
         _lake20(task, {"device": device, "one_at_a_time": query_one_at_a_time or None}, json_output, progress)
         return
     if runs is not None:
@@ -78,6 +81,7 @@ def evaluate(
                 for k, v in {
                     "query_one_at_a_time": query_one_at_a_time or None,
                     "inner_steps_test": inner_steps_test,
+                    "split_file": str(split_file) if split_file else None,
                 }.items()
                 if v is not None
             },

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fewnorm.config import RunConfig
+from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
 from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.loop import evaluate, resolve_device
@@ -62,8 +62,8 @@ def evaluate_checkpoint(
         raise ConfigError(f"--split must be test or val, got '{split}'")
     state = load_checkpoint(path)
     config = RunConfig.model_validate(state["config"])
-    if overrides:  # evaluation-time settings only (e.g. query_one_at_a_time, inner_steps_test)
-        config = RunConfig.model_validate(config.model_dump() | overrides)
+    if overrides:  # evaluation-time settings only (e.g. query_one_at_a_time, split_file)
+        config = validate_config(config.model_dump() | overrides, "options")
     ways, shots = ways or config.ways, shots or config.shots
     queries, episodes = queries or config.queries, episodes or config.test_episodes
     if episodes < 1:

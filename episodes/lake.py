@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fewnorm.config import RunConfig
+from fewnorm.config import RunConfig, validate_config
 from fewnorm.data.lake import LakeRun, default_runs_path, load_runs
 from fewnorm.data.registry import VINYALS, canonical_dataset
 from fewnorm.data.splitfile import EVALUATION_ALPHABETS, read_split_files
@@ -85,13 +85,14 @@ def check_lake_safe(config: RunConfig) -> None:
         dataset = config.dataset
     why = None
     if dataset == VINYALS:
-        why = _split_file_leak(config.split_file)
+        why = _split_file_leak(config)
     elif dataset not in LAKE_SAFE_DATASETS:
         why = "not an Omniglot split known to be alphabet-disjoint from Lake's runs"
     if why is not None:
         raise ConfigError(
             f"cannot score this model on {BENCHMARK}: it was trained on '{config.dataset}', {why}; "
-            f"score models trained on {' or '.join(LAKE_SAFE_DATASETS)}."
+            f"score models trained on {' or '.join(LAKE_SAFE_DATASETS)}, or on split files that keep "
+            f"the evaluation alphabets out of training and validation."
         )
     if normalize_name(config.algo) != "protonet":
         raise ConfigError(
@@ -99,10 +100,13 @@ def check_lake_safe(config: RunConfig) -> None:
         )
 
 
-def _split_file_leak(split_file: str | None) -> str | None:
-    """Why a model trained on these split files may have seen the runs' alphabets, or ``None``."""
+def _split_file_leak(config: RunConfig) -> str | None:
+    """Why a model trained on its split files may have seen the runs' alphabets, or ``None``."""
+    if not config.split_file:
+        return "with no split files recorded to check for the runs' alphabets"
     try:
-        splits = read_split_files(split_file or "")
+        splits = read_split_files(config.split_file)
+        splits.check_digest(config.split_classes)
     except DataError as exc:
         return f"whose split files cannot be checked for the runs' alphabets ({exc})"
     seen = sorted(splits.alphabets("train", "val") & EVALUATION_ALPHABETS)
@@ -139,14 +143,18 @@ class LakeTask:
     runs: list[LakeRun] = field(repr=False)
 
 
-def load_lake20(path: Path, *, runs: Path | None = None, data_root: Path | None = None) -> LakeTask:
+def load_lake20(
+    path: Path, *, runs: Path | None = None, data_root: Path | None = None, split_file: Path | None = None
+) -> LakeTask:
     """Load and check the checkpoint at ``path`` and Lake's runs (the zip or its folder).
 
     ``runs`` defaults to ``<data root>/omniglot/all_runs.zip`` (data root: ``data_root``,
-    else the run's, else ``$FEWNORM_DATA``). Every refusal happens here, before scoring.
+    else the run's, else ``$FEWNORM_DATA``). ``split_file`` says where an ``omniglot-vinyals``
+    run's split files are now. Every refusal happens here, before scoring.
     """
     state = load_checkpoint(path)
-    config = RunConfig.model_validate(state["config"])
+    moved = {"split_file": str(split_file)} if split_file else {}
+    config = validate_config(state["config"] | moved, "options")
     check_lake_safe(config)
     runs_path = runs or default_runs_path(data_root or config.data_root)
     return LakeTask(str(path), config, state, runs_path, load_runs(runs_path))

@@ -158,6 +158,7 @@ def _snapshot(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     generator: torch.Generator,
+    device: torch.device,
     state: TrainState,
     wall: float,
 ) -> dict[str, Any]:
@@ -169,13 +170,23 @@ def _snapshot(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
-        # DropBlock draws its masks from the device's generator; only a run that used CUDA has one.
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "cuda_rng": device_rng_state(device),
         "episode": state.episode,
         "state": {f.name: getattr(state, f.name) for f in fields(state) if f.name != "records"}
         | {"wall_before": wall},
         "records": list(state.records),
     }
+
+
+def device_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The generator state of the run's CUDA device (DropBlock draws its masks there); CPU: None."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def set_device_rng_state(device: torch.device, state: torch.Tensor | None) -> None:
+    """Restore :func:`device_rng_state` on the run's device (a CPU resume of a CUDA run skips it)."""
+    if state is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
 
 
 def _restore(
@@ -185,6 +196,7 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     generator: torch.Generator,
+    device: torch.device,
 ) -> TrainState:
     """Load ``last.pt`` into the fresh objects; ``metrics.jsonl`` is cut back to the checkpoint."""
     status = run_status(runs.path)
@@ -203,8 +215,7 @@ def _restore(
         scheduler.load_state_dict(checkpoint["scheduler"])
     generator.set_state(checkpoint["generator"])
     torch.set_rng_state(checkpoint["torch_rng"])
-    if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+    set_device_rng_state(device, checkpoint.get("cuda_rng"))
     state = TrainState(**checkpoint["state"], records=checkpoint["records"])
     state.window = [tuple(w) for w in state.window]  # type: ignore[misc]
     runs.rewrite_metrics(state.records)
@@ -257,7 +268,7 @@ def train(
     runs = RunDir(run_dir)
     generator = torch.Generator().manual_seed(config.seed)
     if resume:
-        state = _restore(runs, config, model, optimizer, scheduler, generator)
+        state = _restore(runs, config, model, optimizer, scheduler, generator, device)
     else:
         runs.prepare()
         runs.write_config(config.model_dump())
@@ -272,7 +283,7 @@ def train(
         return state.wall_before + time.perf_counter() - started
 
     def save_last() -> None:
-        runs.save_last(_snapshot(config, model, optimizer, scheduler, generator, state, wall()))
+        runs.save_last(_snapshot(config, model, optimizer, scheduler, generator, device, state, wall()))
 
     saved, testing = (state.episode, state.validated), False
     try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fewnorm.config import RunConfig, load_config_file, validate_config
+from fewnorm.config import RunConfig, check_keys, load_config_file, validate_config
 from fewnorm.errors import ConfigError
 from fewnorm.metrics import Interval, mean_ci95
 from fewnorm.names import normalize_name, unknown_name
@@ -94,7 +94,7 @@ def read_sweep_file(path: Path) -> dict[str, Any]:
         if key not in known:
             raise ConfigError(f"sweep '{path}': unknown key '{key}'; known keys: {', '.join(known)}")
     base = {k: v for k, v in data.items() if k not in SWEEP_KEYS}
-    validate_config(base, f"sweep '{path}'")
+    check_keys(base, f"sweep '{path}'")  # options may complete it (e.g. --split-file)
     return data
 
 

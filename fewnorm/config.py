@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from fewnorm.errors import ConfigError
 
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
 ALGORITHMS = ("protonet", "maml", "fomaml", "anil")
+#: Validation context: check keys and values, not rules that need other keys or files.
+_KEYS_ONLY = "keys-only"
 BUFFER_POLICIES = ("per_task", "global")
 
 _GRADIENT_META_LEARNING = {
@@ -83,6 +96,24 @@ class RunConfig(BaseModel):
     split_file: str | None = Field(
         None, description="omniglot-vinyals: folder of train.txt, val.txt, test.txt (or one of them)"
     )
+    split_classes: str | None = Field(
+        None, description="SHA256 of the split files' classes, recorded from split_file when not given"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _record_split_classes(cls, data: Any, info: ValidationInfo) -> Any:
+        # The classes, not just the path, decide the run: resume, evaluate and lake20 check
+        # them against the files they read. Skipped while a config file is checked alone.
+        if info.context == _KEYS_ONLY or not isinstance(data, Mapping):
+            return data
+        path = data.get("split_file")
+        vinyals = _is_vinyals(data.get("dataset"))  # otherwise the after-validator says why not
+        if vinyals and isinstance(path, str) and path and not data.get("split_classes"):
+            from fewnorm.data.splitfile import read_split_files
+
+            return {**data, "split_classes": read_split_files(path).digest()}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -121,9 +152,7 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _split_file_needs_vinyals(self) -> RunConfig:
-        from fewnorm.names import normalize_name
-
-        vinyals = normalize_name(self.dataset) == "omniglotvinyals"
+        vinyals = _is_vinyals(self.dataset)
         if vinyals and not self.split_file:
             raise ValueError(
                 "dataset omniglot-vinyals needs split_file (--split-file): a folder with train.txt, "
@@ -136,7 +165,9 @@ class RunConfig(BaseModel):
     @property
     def data_options(self) -> dict[str, Any]:
         """Keyword options of :func:`fewnorm.data.load_split` that this run's dataset needs."""
-        return {"split_file": self.split_file} if self.split_file else {}
+        if not self.split_file:
+            return {}
+        return {"split_file": self.split_file, "split_classes": self.split_classes}
 
     @property
     def effective_train_ways(self) -> int:
@@ -151,7 +182,10 @@ class RunConfig(BaseModel):
 
 
 def _one_line(exc: ValidationError, where: str) -> ConfigError:
-    first = exc.errors()[0]
+    return _error_line(exc.errors()[0], where)
+
+
+def _error_line(first: ErrorDetails, where: str) -> ConfigError:
     key = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     if not key:  # a rule across keys (a model validator): its message names the keys
@@ -168,6 +202,20 @@ def validate_config(values: Mapping[str, Any], where: str) -> RunConfig:
         return RunConfig.model_validate(values)
     except ValidationError as exc:
         raise _one_line(exc, where) from None
+
+
+def check_keys(values: Mapping[str, Any], where: str) -> None:
+    """Check the keys and values of a partial configuration (a file that options complete).
+
+    Rules across keys (``omniglot-vinyals`` needs ``split_file``) wait for the complete
+    configuration: a config file may leave ``split_file`` to ``--split-file``.
+    """
+    try:
+        RunConfig.model_validate(values, context=_KEYS_ONLY)
+    except ValidationError as exc:
+        keyed = [e for e in exc.errors() if e["loc"]]
+        if keyed:
+            raise _error_line(keyed[0], where) from None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -197,6 +245,15 @@ def resolve_config(file: Path | None = None, overrides: Mapping[str, Any] | None
     if file is not None:
         values.update(load_config_file(file))
         where = f"config '{file}'"
-    validate_config(values, where)  # name the file when the file itself is wrong
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return validate_config(values, "options")
+    check_keys(values, where)  # name the file when the file itself is wrong
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "split_file" in given or ("dataset" in given and not _is_vinyals(given["dataset"])):
+        # Other split files, or another dataset: what the file recorded of its split files goes.
+        values = {k: v for k, v in values.items() if k not in ("split_file", "split_classes")}
+    return validate_config(values | given, "options")
+
+
+def _is_vinyals(dataset: Any) -> bool:
+    from fewnorm.names import normalize_name
+
+    return isinstance(dataset, str) and normalize_name(dataset) == "omniglotvinyals"

@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fewnorm.config import ALGORITHM_DEFAULTS, RunConfig, resolve_config
-from fewnorm.errors import ConfigError
+from fewnorm.data.splitfile import read_split_files
+from fewnorm.errors import ConfigError, DataError
 from fewnorm.norms import get_norm
+from tests.data.synthetic_release import write_split_files
 
+SPLITS = {"train": ["Greek/character01"], "val": ["Latin/character01"], "test": ["Korean/character01"]}
 PRESETS = sorted(
     p
     for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")
@@ -108,9 +112,37 @@ def test_rules_across_keys_read_as_one_sentence(overrides: dict[str, object], me
     assert str(info.value).startswith(message) and "got" not in str(info.value)
 
 
-def test_split_file_is_saved_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_split_file_is_saved_absolute_with_its_classes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_split_files(tmp_path / "splits" / "vinyals", **SPLITS)
     monkeypatch.chdir(tmp_path)
     config = resolve_config(None, {"dataset": "Omniglot_Vinyals", "split_file": "splits/vinyals"})
     assert config.split_file == str(tmp_path / "splits" / "vinyals")
-    assert config.data_options == {"split_file": config.split_file}
+    assert config.split_classes == read_split_files(tmp_path / "splits" / "vinyals").digest()
+    assert config.data_options == {"split_file": config.split_file, "split_classes": config.split_classes}
     assert resolve_config(None, {}).data_options == {}
+    with pytest.raises(DataError, match="split file 'nowhere' does not exist"):
+        resolve_config(None, {"dataset": "omniglot-vinyals", "split_file": "nowhere"})
+
+
+def test_config_file_may_leave_split_file_to_the_options(tmp_path: Path) -> None:
+    splits = write_split_files(tmp_path / "vinyals", **SPLITS)
+    file = tmp_path / "run.yaml"
+    file.write_text("dataset: omniglot-vinyals\nways: 20\n")
+    config = resolve_config(file, {"split_file": str(splits)})
+    assert (config.dataset, config.ways, config.split_file) == ("omniglot-vinyals", 20, str(splits))
+    file.write_text("dataset: omniglot-vinyals\nways: 0\n")  # a bad value is still the file's fault
+    with pytest.raises(ConfigError, match=r"config '.*run.yaml': key 'ways'"):
+        resolve_config(file, {"split_file": str(splits)})
+
+
+def test_another_dataset_drops_inherited_split_files(tmp_path: Path) -> None:
+    splits = write_split_files(tmp_path / "vinyals", **SPLITS)
+    file = tmp_path / "config.yaml"  # e.g. a vinyals run's saved config
+    saved = resolve_config(None, {"dataset": "omniglot-vinyals", "split_file": str(splits)})
+    file.write_text(yaml.safe_dump(saved.model_dump()))
+    other = resolve_config(file, {"dataset": "omniglot"})
+    assert other.split_file is None and other.split_classes is None
+    again = resolve_config(file, {})
+    assert again == saved  # recorded classes kept, not re-read

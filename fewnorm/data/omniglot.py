@@ -1,6 +1,6 @@
 """Omniglot splits: decode and resize the PNGs once, then serve a cached :class:`ImageStore`.
 
-Splits (alphabet-disjoint between train and test in both datasets):
+Splits (alphabet-disjoint between train and test in the first two datasets):
 
 ``omniglot``
     train: the 30 ``images_background`` alphabets minus :data:`VAL_ALPHABETS`
@@ -68,6 +68,7 @@ def load_split(
     image_size: int = 28,
     rotations: bool | None = None,
     split_file: Path | str | None = None,
+    split_classes: str | None = None,
 ) -> ImageStore:
     """The preprocessed images of one split, from the cache or built once from the zips.
 
@@ -76,13 +77,14 @@ def load_split(
     only for ``"train"``) adds each character rotated by 90, 180 and 270 degrees as three
     more classes, right after the original and named ``"<Alphabet>/<character>/rot90"`` etc.
     ``omniglot-vinyals`` needs ``split_file`` (:func:`fewnorm.data.splitfile.split_folder`),
-    whose lines decide the classes and their rotations in every split.
+    whose lines decide the classes and their rotations in every split; ``split_classes``
+    (a run's recorded :meth:`~fewnorm.data.splitfile.SplitFiles.digest`) must match them.
     """
     dataset = canonical_dataset(dataset)
     check_split(split)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise OptionError(f"image_size must be a positive integer, got {image_size!r}.")
-    splits = _split_files(dataset, split_file, rotations)
+    splits = _split_files(dataset, split_file, rotations, split_classes)
     rotate = (split == "train" if rotations is None else bool(rotations)) and splits is None
     if rotate and split != "train":
         raise OptionError(f"rotations apply to the train split only, not '{split}'.")
@@ -102,7 +104,9 @@ def load_split(
     )
 
 
-def _split_files(dataset: str, split_file: Path | str | None, rotations: bool | None) -> SplitFiles | None:
+def _split_files(
+    dataset: str, split_file: Path | str | None, rotations: bool | None, split_classes: str | None
+) -> SplitFiles | None:
     """The parsed split files that ``omniglot-vinyals`` needs; ``None`` for the other datasets."""
     if dataset != VINYALS:
         if split_file is not None:
@@ -115,7 +119,9 @@ def _split_files(dataset: str, split_file: Path | str | None, rotations: bool | 
         )
     if rotations is not None:
         raise OptionError(f"the split files decide the rotations of {VINYALS} classes; drop rotations.")
-    return read_split_files(split_file)
+    splits = read_split_files(split_file)
+    splits.check_digest(split_classes)
+    return splits
 
 
 def _cache_key(

@@ -76,6 +76,15 @@ class SplitFiles:
         text = "\n".join(f"{split}\t{c.name}" for split in splits or SPLITS for c in self.classes[split])
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def check_digest(self, expected: str | None) -> None:
+        """Raise :class:`DataError` unless these files name the classes a run recorded (``None``: any)."""
+        if expected is not None and self.digest() != expected:
+            raise DataError(
+                f"the split files in {self.folder} name other classes than the run was trained on "
+                f"(classes sha256 {self.digest()[:12]}, recorded {expected[:12]}); restore them, or "
+                f"point --split-file at the original files."
+            )
+
     def alphabets(self, *splits: str) -> set[str]:
         """The alphabets that classes of ``splits`` draw on."""
         return {c.alphabet for split in splits for c in self.classes[split]}
@@ -122,7 +131,7 @@ def read_split_files(path: Path | str) -> SplitFiles:
 
 def _read_one(path: Path) -> tuple[SplitClass, ...]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of a name
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read split file {path}: {exc}") from None
     seen: set[SplitClass] = set()

@@ -50,6 +50,15 @@ def test_split_file_trains_evaluates_and_is_kept_out_of_lake20(
     assert code == 2 and stderr.count("\n") == 1
     assert "include evaluation alphabets, which Lake's runs draw on (Angelic" in stderr, stderr
 
+    moved = splits.rename(tmp_path / "moved")  # the run finds its files again with --split-file
+    code, stdout, stderr = invoke("evaluate", str(out), "--split-file", str(moved), "--json", "--no-progress")
+    assert code == 0, stderr
+    assert json.loads(stdout)["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-12)
+    write_split_files(moved, train=TRAIN[:4], val=VAL, test=TEST)  # edited after training
+    code, _, stderr = invoke("evaluate", str(out), "--split-file", str(moved), "--no-progress")
+    assert code == 2 and stderr.count("\n") == 1
+    assert "name other classes than the run was trained on" in stderr, stderr
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
@@ -86,7 +95,7 @@ def test_compare_and_probe_take_split_files(synthetic_root: Path, splits: Path, 
     rows = {r["label"]: r for r in json.loads(stdout)["rows"]}
     assert rows["batchnorm"]["status"] == rows["none"]["status"] == "ok"
     saved = yaml.safe_load(next(sweep.glob("**/config.yaml")).read_text())
-    assert saved["dataset"] == "omniglot-vinyals" and saved["split_file"] == str(splits)
+    assert saved["dataset"] == "omniglot-vinyals" and saved["split_file"] == str(splits.resolve())
     probe = ["probe", "--norms", "bn", *root, "--ways", "2", "--queries", "1", "--seeds", "1"]
     code, stdout, stderr = invoke(*probe, "--no-plots", "--json", "--out", str(tmp_path / "p"))
     assert code == 0, stderr

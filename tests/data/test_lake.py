@@ -182,11 +182,19 @@ def test_split_files_are_refused_when_training_saw_evaluation_alphabets(tmp_path
     background = write_split_files(
         tmp_path / "bg", train=["Greek/character01"], val=["Latin/character01"], test=test
     )
-    check_lake_safe(RunConfig(dataset="omniglot-vinyals", split_file=str(background)))
+    safe = RunConfig(dataset="omniglot-vinyals", split_file=str(background))
+    check_lake_safe(safe)
+    # Edited after training: the recorded classes no longer match, so nothing proves the model safe.
+    leaky = RunConfig(dataset="omniglot-vinyals", split_file=str(vinyals))
+    write_split_files(vinyals, train=["Greek/character01"], val=val, test=test)
+    with pytest.raises(
+        ConfigError, match=r"cannot be checked .* name other classes than the run was trained on"
+    ):
+        check_lake_safe(leaky)
     for path in (background / "train.txt", background / "val.txt"):
-        path.unlink()  # moved or deleted since training: nothing proves the model safe
+        path.unlink()  # moved or deleted since training
     with pytest.raises(ConfigError, match=r"split files cannot be checked .* lacks train.txt, val.txt"):
-        check_lake_safe(RunConfig(dataset="omniglot-vinyals", split_file=str(background)))
+        check_lake_safe(safe)
 
 
 def test_download_fetches_all_runs_without_a_checksum(

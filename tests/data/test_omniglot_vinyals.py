@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from fewnorm.data import dataset_files, load_split
+from fewnorm.data.splitfile import read_split_files
 from fewnorm.errors import DataError, OptionError
 from tests.data.synthetic_release import DRAWERS, write_split_files
 
@@ -84,6 +85,15 @@ def test_editing_one_split_keeps_the_others_cached(
     monkeypatch.setattr(omniglot, "decode_pngs", no_decoding)
     again = load_split("omniglot-vinyals", "train", synthetic_root, split_file=splits)
     assert torch.equal(again.images, train.images)
+
+
+def test_recorded_classes_must_match_the_files(synthetic_root: Path, splits: Path) -> None:
+    recorded = read_split_files(splits).digest()
+    val = load_split("omniglot-vinyals", "val", synthetic_root, split_file=splits, split_classes=recorded)
+    assert val.num_classes == 2
+    write_split_files(splits, train=TRAIN[:2], val=VAL, test=TEST)
+    with pytest.raises(DataError, match=r"name other classes than the run was trained on .* recorded "):
+        load_split("omniglot-vinyals", "val", synthetic_root, split_file=splits, split_classes=recorded)
 
 
 def test_unknown_characters_are_named(synthetic_root: Path, tmp_path: Path) -> None:

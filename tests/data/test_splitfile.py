@@ -36,6 +36,11 @@ def test_classes_parse_sorted_with_rotations(folder: Path) -> None:
     assert splits.alphabets("train", "val") == {"Angelic", "Greek", "Latin"}
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_name(folder: Path) -> None:
+    (folder / "val.txt").write_bytes(b"\xef\xbb\xbfLatin/character01\r\n")  # saved by a Windows editor
+    assert read_split_files(folder).classes["val"] == (SplitClass("Latin", "character01", 0),)
+
+
 def test_a_file_path_means_its_folder(folder: Path) -> None:
     assert split_folder(folder / "test.txt") == folder
     assert read_split_files(folder / "val.txt").classes == read_split_files(folder).classes

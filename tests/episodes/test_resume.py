@@ -159,30 +159,31 @@ def test_checkpoint_with_settings_now_rejected_is_one_line(tmp_path: Path) -> No
         loop.train(CONFIG, run, resume=True)
 
 
-def test_cuda_generator_state_travels_with_the_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_cuda_generator_of_the_run_device_is_saved_and_restored(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """DropBlock draws from the device generator: a CUDA run saves and restores its state."""
-    state = [torch.arange(8, dtype=torch.uint8)]
-    restored: list[list[torch.Tensor]] = []
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: state)
+    """DropBlock draws from the device generator: a CUDA run keeps its device's state only."""
+    calls: list[tuple[str, object]] = []
+    state = torch.arange(8, dtype=torch.uint8)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: calls.append(("get", device)) or state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: calls.append(("set", device)))
+    gpu = torch.device("cuda:1")
+    assert loop.device_rng_state(gpu) is state
+    loop.set_device_rng_state(gpu, state)
+    assert calls == [("get", gpu), ("set", gpu)]
+    cpu = torch.device("cpu")
+    assert loop.device_rng_state(cpu) is None
+    loop.set_device_rng_state(cpu, state)  # a CUDA checkpoint resumed on the CPU
+    loop.set_device_rng_state(gpu, None)  # a CPU checkpoint resumed on a GPU
+    assert len(calls) == 2
+
+
+def test_checkpoint_holds_the_device_generator_slot(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(loop.RunInterrupted):
         loop.train(CONFIG, run, on_episode=_stop_at(3, KeyboardInterrupt))
-    saved = torch.load(run / runs.LAST, weights_only=True)["cuda_rng"]
-    assert len(saved) == 1 and torch.equal(saved[0], state[0])
-    real_restore = loop._restore
-
-    def restore(*args: Any) -> Any:
-        with pytest.MonkeyPatch.context() as mp:  # a CUDA machine, while the checkpoint loads
-            mp.setattr(torch.cuda, "is_available", lambda: True)
-            return real_restore(*args)
-
-    monkeypatch.setattr(loop, "_restore", restore)
-    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
-    loop.train(CONFIG, run, resume=True)
-    assert len(restored) == 1 and torch.equal(restored[0][0], state[0])
+    checkpoint = torch.load(run / runs.LAST, weights_only=True)
+    assert "cuda_rng" in checkpoint and checkpoint["cuda_rng"] is None  # a CPU run
 
 
 def test_resume_of_finished_run_is_refused(reference: Path) -> None:
