@@ -72,8 +72,13 @@ class Sweep:
         ]
 
     def settings(self) -> dict[str, Any]:
-        """What decides the numbers (the data root and the baseline do not)."""
-        base = {k: v for k, v in self.base.items() if k not in ("data_root", "norm", "norm_options", "seed")}
+        """What decides the numbers (the data root and the baseline do not).
+
+        Unset (``None``) keys are left out: they mean "the default", so a fewnorm version
+        that adds an optional key keeps the keys, and the directories, of existing sweeps.
+        """
+        skip = ("data_root", "norm", "norm_options", "seed")
+        base = {k: v for k, v in self.base.items() if k not in skip and v is not None}
         norms = [{"label": e.label, "norm": e.norm, "options": e.options} for e in self.norms]
         return {"base": base, "norms": norms, "seeds": list(self.seeds)}
 
@@ -350,6 +355,12 @@ def mean_curves(results: Sequence[RunResult]) -> dict[str, list[tuple[int, float
 MANIFEST = "sweep.json"
 
 
+def _unset_dropped(settings: Any) -> Any:
+    if not isinstance(settings, dict) or not isinstance(settings.get("base"), dict):
+        return None
+    return settings | {"base": {k: v for k, v in settings["base"].items() if v is not None}}
+
+
 def check_manifest(out: Path, sweep: Sweep) -> None:
     """Refuse a sweep directory that holds another sweep; write the manifest otherwise."""
     from fewnorm.runs import atomic_write_text
@@ -357,10 +368,11 @@ def check_manifest(out: Path, sweep: Sweep) -> None:
     file = out / MANIFEST
     if file.is_file():
         try:
-            key = json.loads(file.read_text()).get("key")
+            stored = json.loads(file.read_text())
         except ValueError:
-            key = None
-        if key != sweep.key():
+            stored = {}
+        same = stored.get("key") == sweep.key() or _unset_dropped(stored.get("settings")) == sweep.settings()
+        if not same:  # the settings test accepts manifests written before unset keys were dropped
             raise ConfigError(f"'{out}' holds a sweep with other settings; choose another --out")
     data = {"key": sweep.key(), "settings": sweep.settings(), "runs": [r.name for r in sweep.runs()]}
     atomic_write_text(file, json.dumps(data, indent=2) + "\n")

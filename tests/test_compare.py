@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -120,6 +121,16 @@ def test_key_follows_the_settings_only() -> None:
     assert a.key() != build_sweep(None, {}, norms=["bn", "gn"], norm_options={"gn": {"groups": "2"}}).key()
 
 
+def test_key_survives_a_new_optional_setting() -> None:
+    """A key added to RunConfig later with a None default must not orphan existing sweeps."""
+    a = build_sweep(None, {}, norms=["bn", "gn"])
+    newer = dataclasses.replace(a, base=a.base | {"a_key_from_a_later_version": None})
+    assert newer.key() == a.key()
+    assert "split_file" not in a.settings()["base"]  # an unset optional key is not hashed
+    # Pinned: a change here re-runs every user's sweeps; make it only when results would change.
+    assert a.key() == "51c6556e41"
+
+
 def test_example_sweep_file_matches_the_command_line() -> None:
     file = ROOT / "configs" / "sweeps" / "omniglot-minimal-5w1s.yaml"
     sweep = build_sweep(read_sweep_file(file), {})
@@ -212,3 +223,16 @@ def test_result_files_and_manifest(tmp_path: Path) -> None:
     check_manifest(tmp_path, sweep)  # the same sweep again: fine
     with pytest.raises(ConfigError, match="holds a sweep with other settings"):
         check_manifest(tmp_path, build_sweep(None, {"episodes": 5}, norms=["bn", "gn"]))
+
+
+def test_manifest_of_an_older_version_with_unset_keys_is_the_same_sweep(tmp_path: Path) -> None:
+    sweep = build_sweep(None, {}, norms=["bn", "gn"])
+    old = sweep.settings()
+    old["base"] = old["base"] | {"split_file": None, "train_ways": None}  # hashed by older versions
+    (tmp_path / "sweep.json").write_text(json.dumps({"key": "0123456789", "settings": old}))
+    check_manifest(tmp_path, sweep)
+    assert json.loads((tmp_path / "sweep.json").read_text())["key"] == sweep.key()  # rewritten
+    old["base"]["episodes"] = 5
+    (tmp_path / "sweep.json").write_text(json.dumps({"key": "0123456789", "settings": old}))
+    with pytest.raises(ConfigError, match="holds a sweep with other settings"):
+        check_manifest(tmp_path, sweep)
