@@ -24,7 +24,9 @@ DEFAULT_NORMS = "batchnorm,layernorm,instancenorm,groupnorm,none"
 def probe(
     norms: str | None = typer.Option(None, help=f"Comma-separated normalizers (default {DEFAULT_NORMS})."),
     checkpoint: Path | None = typer.Option(
-        None, help="Also probe this trained ProtoNet run (directory or best.pt); its settings by default."
+        None,
+        help="Also probe this trained run's backbone (directory or best.pt; MAML: the meta-learned "
+        "init); its settings by default.",
     ),
     backbone: str | None = typer.Option(None, help="Backbone: conv4 | resnet12 (default conv4)."),
     dataset: str | None = typer.Option(None, help="Dataset (default omniglot-minimal)."),
@@ -59,8 +61,6 @@ def probe(
         raise ConfigError(f"--seeds must be positive, got {seeds}")
     trained = load_checkpoint(checkpoint) if checkpoint else None
     values: dict[str, Any] = trained["config"] if trained else {}
-    if trained and values.get("algo") != "protonet":
-        raise ConfigError(f"--checkpoint: probe takes ProtoNet runs; '{checkpoint}' is {values.get('algo')}")
     given = {"backbone": backbone, "dataset": dataset or ("omniglot-vinyals" if split_file else None),
              "split_file": str(split_file) if split_file else None, "hidden": hidden, "ways": ways,
              "shots": shots, "queries": queries,
@@ -126,8 +126,17 @@ def _run(base: Any, entries: list[Any], trained: dict[str, Any] | None, seeds: r
         series[e.label] = measure(base.model_copy(update={"norm": e.norm, "norm_options": e.options}), None)
     if trained is not None:
         config = type(base).model_validate(trained["config"])
-        series[f"{config.norm} (trained)"] = measure(config, trained["model"])
+        series[f"{config.norm} (trained)"] = measure(config, embedding_state(trained["model"], config.algo))
     return series
+
+
+def embedding_state(model_state: dict[str, Any], algo: str) -> dict[str, Any]:
+    """The backbone's part of a checkpoint: a ProtoNet is all backbone; MAML-family models
+    (``FewShotClassifier``) keep it under ``embedding.``, beside the head (the meta-learned init)."""
+    if algo == "protonet":
+        return model_state
+    prefix = "embedding."
+    return {k.removeprefix(prefix): v for k, v in model_state.items() if k.startswith(prefix)}
 
 
 def _table(series: dict[str, Any], title: str) -> Any:

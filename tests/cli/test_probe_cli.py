@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from fewnorm.cli.main import app
+from fewnorm.cli.probe import embedding_state
 from fewnorm.config import RunConfig
 from fewnorm.episodes import loop
 from tests.episodes.test_sampler import make_store
@@ -56,6 +57,23 @@ def test_probe_of_a_trained_checkpoint(tmp_path: Path) -> None:
     assert list(series) == ["groupnorm", "groupnorm (trained)"]  # the run's settings at init, then trained
     assert series["groupnorm"] != series["groupnorm (trained)"]
     assert not (tmp_path / "p" / "probe.png").exists()
+
+
+@pytest.mark.parametrize("algo", ["maml", "anil"])
+def test_probe_of_a_meta_learned_init(algo: str, tmp_path: Path) -> None:
+    config = RunConfig(algo=algo, norm="batchnorm", hidden=8, episodes=2, val_every=2, val_episodes=2,
+                       test_episodes=2, queries=3, inner_steps_test=1)  # fmt: skip
+    loop.train(config, tmp_path / "run")
+    code, stdout, stderr = invoke("probe", "--checkpoint", str(tmp_path / "run"), "--seeds", "1",
+                                  "--out", str(tmp_path / "p"), "--json", "--no-plots")  # fmt: skip
+    assert code == 0, stderr
+    series = json.loads(stdout)["series"]
+    assert list(series) == ["batchnorm", "batchnorm (trained)"]
+    assert series["batchnorm"] != series["batchnorm (trained)"]  # the body moved in meta-training
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
+    body = embedding_state(state, algo)
+    assert body and all(k in state for k in ("embedding." + k for k in body))
+    assert not any(k.startswith("head.") for k in body)
 
 
 @pytest.mark.parametrize(
