@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, load_plugins
+from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, dataset_options, load_plugins
 from fewnorm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -115,8 +115,7 @@ def compare(
         k: v
         for k, v in {
             "algo": algo,
-            "dataset": dataset or ("omniglot-vinyals" if split_file else None),
-            "split_file": str(split_file) if split_file else None,
+            **dataset_options(dataset, split_file),
             "backbone": backbone,
             "hidden": hidden,
             "ways": ways,

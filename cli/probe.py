@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from fewnorm.cli.compare import parse_scoped_options
-from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, load_plugins
+from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, dataset_options, load_plugins
 from fewnorm.errors import ConfigError
 
 DEFAULT_NORMS = "batchnorm,layernorm,instancenorm,groupnorm,none"
@@ -61,8 +61,7 @@ def probe(
         raise ConfigError(f"--seeds must be positive, got {seeds}")
     trained = load_checkpoint(checkpoint) if checkpoint else None
     values: dict[str, Any] = trained["config"] if trained else {}
-    given = {"backbone": backbone, "dataset": dataset or ("omniglot-vinyals" if split_file else None),
-             "split_file": str(split_file) if split_file else None, "hidden": hidden, "ways": ways,
+    given = {"backbone": backbone, **dataset_options(dataset, split_file), "hidden": hidden, "ways": ways,
              "shots": shots, "queries": queries,
              "data_root": str(data_root) if data_root else None}  # fmt: skip
     base = resolve_config(None, values | {k: v for k, v in given.items() if v is not None})

@@ -16,6 +16,16 @@ SPLIT_FILE_HELP = (
 )
 
 
+def dataset_options(dataset: str | None, split_file: Path | None) -> dict[str, str | None]:
+    """``--dataset`` and ``--split-file`` as config overrides; split files imply their dataset."""
+    from fewnorm.data.registry import VINYALS
+
+    return {
+        "dataset": dataset or (VINYALS if split_file else None),
+        "split_file": str(split_file) if split_file else None,
+    }
+
+
 def parse_norm_options(pairs: list[str] | None) -> dict[str, str]:
     """``["groups=8", "eps=1e-4"]`` -> ``{"groups": "8", "eps": "1e-4"}`` (typed by the spec)."""
     options: dict[str, str] = {}
@@ -96,8 +106,7 @@ def train(
     load_plugins(plugin)
     overrides: dict[str, Any] = {
         "algo": algo,
-        "dataset": dataset or ("omniglot-vinyals" if split_file else None),
-        "split_file": str(split_file) if split_file else None,
+        **dataset_options(dataset, split_file),
         "ways": ways,
         "shots": shots,
         "queries": queries,

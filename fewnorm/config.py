@@ -254,6 +254,7 @@ def resolve_config(file: Path | None = None, overrides: Mapping[str, Any] | None
 
 
 def _is_vinyals(dataset: Any) -> bool:
+    from fewnorm.data.registry import VINYALS
     from fewnorm.names import normalize_name
 
-    return isinstance(dataset, str) and normalize_name(dataset) == "omniglotvinyals"
+    return isinstance(dataset, str) and normalize_name(dataset) == normalize_name(VINYALS)

@@ -40,7 +40,7 @@ def load_split(dataset: str, split: str, root: Path | str | None = None, **optio
     """The uint8 image store of one split of ``dataset`` (any of :data:`ALL_DATASETS`).
 
     Omniglot datasets take the options of :func:`fewnorm.data.omniglot.load_split`
-    (``image_size``, ``rotations``, ``split_file``); ``mini-imagenet`` takes none
+    (``image_size``, ``rotations``, ``split_file``, ``split_classes``); ``mini-imagenet`` takes none
     (:func:`fewnorm.data.miniimagenet.load_split`).
     """
     if canonical_dataset(dataset) == MINI_IMAGENET:
