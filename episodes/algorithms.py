@@ -21,6 +21,7 @@ from fewnorm.episodes.protonet import StepResult, protonet_evaluate, protonet_lo
 from fewnorm.episodes.sampler import Episode
 from fewnorm.errors import ConfigError
 from fewnorm.names import normalize_name, unknown_name
+from fewnorm.norms import get_norm
 
 
 class Algorithm(Protocol):
@@ -102,6 +103,18 @@ def check_maml_config(config: RunConfig) -> None:
     canonical_head(config.head)  # an unknown head fails here, listing the known ones
 
 
+def meta_batch_path(config: RunConfig) -> tuple[bool, str]:
+    """Whether the run's meta-batches are vectorized (``torch.func.vmap``), and why (not)."""
+    if config.meta_batch == 1:
+        return False, "per-task loop: meta-batch of one task"
+    if config.buffer_policy != "per_task":
+        return False, f"per-task loop: buffer policy {config.buffer_policy} (tasks would share buffers)"
+    if config.dropblock:
+        return False, "per-task loop: DropBlock draws random masks, which vmap would draw differently"
+    vectorized, why = get_norm(config.norm).vmap_status()
+    return vectorized, f"{config.norm}: {why}" if not vectorized else why
+
+
 class MAML:
     """MAML (Finn, Abbeel and Levine, ICML 2017): second-order meta-gradients, Adam outside."""
 
@@ -133,6 +146,7 @@ class MAML:
             first_order=self.first_order,
             head_only=self.head_only,
             buffer_policy=c.buffer_policy,
+            vectorize=meta_batch_path(c)[0],
         )
 
     def train_step(

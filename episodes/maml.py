@@ -40,10 +40,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fewnorm.episodes.passes import query_pass
 from fewnorm.episodes.protonet import StepResult
 from fewnorm.episodes.sampler import Episode
+from fewnorm.episodes.vectorized import vectorize_blocker, vectorized_task_losses
 from fewnorm.errors import ConfigError
-from fewnorm.norms import norm_phase, task_load, task_scope
+from fewnorm.norms import norm_phase, task_scope
 
 Tensors = dict[str, Tensor]
 HEAD_PREFIX = "head."
@@ -58,6 +60,7 @@ class InnerLoop:
     first_order: bool = False
     head_only: bool = False  # ANIL: adapt only parameters under ``head.``
     buffer_policy: str = "per_task"  # per_task | global
+    vectorize: bool = True  # run a meta-batch's tasks together (torch.func.vmap) where the normalizer allows
 
     def adapted(self, name: str) -> bool:
         return not self.head_only or name.startswith(HEAD_PREFIX)
@@ -75,11 +78,6 @@ def task_buffers(model: nn.Module, policy: str) -> Tensors:
 def adapted_names(params: Tensors, loop: InnerLoop) -> list[str]:
     """Names of the parameters the inner loop adapts: those requiring grad (ANIL: the head's)."""
     return [k for k, p in params.items() if p.requires_grad and loop.adapted(k)]
-
-
-def _keeps_task_state(model: nn.Module) -> bool:
-    """Whether some module stored support statistics in the current task scope."""
-    return any(task_load(m) is not None for m in model.modules())
 
 
 def inner_loop(
@@ -137,30 +135,16 @@ def adapted_query_logits(
         )
         adapted = loop.steps > 0 and bool(adapted_names(params, loop))
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            logits = _query_pass(model, fast, buffers, episode, not adapted, one_at_a_time)
+            logits = query_pass(
+                model,
+                fast,
+                buffers,
+                episode.support,
+                episode.query,
+                no_support_yet=not adapted,
+                one_at_a_time=one_at_a_time,
+            )
     return logits
-
-
-def _query_pass(
-    model: nn.Module,
-    fast: Tensors,
-    buffers: Tensors,
-    episode: Episode,
-    no_support_yet: bool,
-    one_at_a_time: bool,
-) -> Tensor:
-    """Refresh the support statistics with the adapted weights, then score the query set.
-
-    The refresh pass is skipped when the inner loop's support passes showed that
-    no module keeps support statistics (it would change nothing).
-    """
-    if no_support_yet or _keeps_task_state(model):
-        with norm_phase("support"):  # support statistics of the adapted weights
-            functional_call(model, (fast, buffers), (episode.support,))
-    with norm_phase("query"):
-        if one_at_a_time:
-            return torch.cat([functional_call(model, (fast, buffers), (q[None],)) for q in episode.query])
-        return functional_call(model, (fast, buffers), (episode.query,))  # (ways*queries, ways)
 
 
 def check_ways(model: nn.Module, episode: Episode) -> None:
@@ -190,18 +174,35 @@ def maml_train_step(
 ) -> StepResult:
     """One outer step: the meta-gradient averaged over ``episodes``, then one optimizer step.
 
-    Each task's graph is freed after its backward, so memory does not grow with the meta-batch.
+    With ``loop.vectorize`` (and a meta-batch :func:`vectorize_blocker` accepts) the
+    tasks run together under ``torch.func.vmap``; otherwise one after another, each
+    task's graph freed after its backward so memory does not grow with the meta-batch.
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    losses, accuracies = [], []
+    for episode in episodes:
+        check_ways(model, episode)
+    if loop.vectorize and vectorize_blocker(episodes, loop.buffer_policy) is None:
+        params: Tensors = dict(model.named_parameters())
+        losses, accuracies = vectorized_task_losses(
+            model,
+            episodes,
+            lr=loop.lr,
+            steps=loop.steps,
+            adapted=adapted_names(params, loop),
+            first_order=loop.first_order,
+        )  # (T,), (T,)
+        losses.mean().backward()
+        optimizer.step()
+        return StepResult(float(losses.detach().mean()), float(accuracies.mean()))
+    loss_values, accuracy_values = [], []
     for episode in episodes:
         loss, accuracy = maml_task_loss(model, episode, loop)
         (loss / len(episodes)).backward()
-        losses.append(loss.item())
-        accuracies.append(accuracy.item())
+        loss_values.append(loss.item())
+        accuracy_values.append(accuracy.item())
     optimizer.step()
-    return StepResult(sum(losses) / len(losses), sum(accuracies) / len(accuracies))
+    return StepResult(sum(loss_values) / len(loss_values), sum(accuracy_values) / len(accuracy_values))
 
 
 def maml_evaluate(

@@ -5,7 +5,16 @@
 """
 
 from fewnorm.norms.builtin import register_builtins
-from fewnorm.norms.phase import Phase, current_phase, norm_phase, task_load, task_scope, task_store
+from fewnorm.norms.phase import (
+    Phase,
+    current_phase,
+    in_vectorized_tasks,
+    norm_phase,
+    task_load,
+    task_scope,
+    task_store,
+    vectorized_tasks,
+)
 from fewnorm.norms.plugins import load_plugin
 from fewnorm.norms.registry import (
     REGISTRY,
@@ -29,6 +38,7 @@ __all__ = [
     "create_norm",
     "current_phase",
     "get_norm",
+    "in_vectorized_tasks",
     "list_norms",
     "load_plugin",
     "norm_phase",
@@ -36,4 +46,5 @@ __all__ = [
     "task_load",
     "task_scope",
     "task_store",
+    "vectorized_tasks",
 ]

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
-from fewnorm.norms.phase import Phase, current_phase, task_load, task_store
+from fewnorm.norms.phase import Phase, current_phase, in_vectorized_tasks, task_load, task_store
+from fewnorm.norms.running import update_running_
 
 MODES = ("transductive", "running", "support")
 
@@ -56,6 +57,8 @@ class FewShotBatchNorm2d(nn.Module):
             return self._support_forward(x)
         use_batch = self.training or self.mode == "transductive"
         track = self.training  # buffers move only in training mode
+        if in_vectorized_tasks():  # vmap over tasks: F.batch_norm's batched double backward is wrong
+            return self._explicit_forward(x, use_batch, track)
         return F.batch_norm(
             x,
             self.running_mean if (track or not use_batch) else None,
@@ -66,6 +69,16 @@ class FewShotBatchNorm2d(nn.Module):
             self.momentum,
             self.eps,
         )
+
+    def _explicit_forward(self, x: Tensor, use_batch: bool, track: bool) -> Tensor:
+        """What ``F.batch_norm`` computes, from explicit moments (same values, other rounding)."""
+        if not use_batch:
+            return self._normalize(x, self.running_mean, self.running_var)
+        mean = x.mean(dim=(0, 2, 3))  # (C,)
+        var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
+        if track:
+            self._update_running(mean, var, x.numel() // x.shape[1])
+        return self._normalize(x, mean, var)
 
     def _support_forward(self, x: Tensor) -> Tensor:
         phase = current_phase()
@@ -83,6 +96,9 @@ class FewShotBatchNorm2d(nn.Module):
                 task_store(self, (mean, var))
             if self.training:
                 self._update_running(mean, var, x.numel() // x.shape[1])
+        return self._normalize(x, mean, var)
+
+    def _normalize(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:  # moments (C,)
         scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
             scale = scale * self.weight
@@ -92,8 +108,8 @@ class FewShotBatchNorm2d(nn.Module):
     @torch.no_grad()
     def _update_running(self, mean: Tensor, var: Tensor, m: int) -> None:
         unbiased = var * (m / max(m - 1, 1))
-        self.running_mean.lerp_(mean.detach(), self.momentum)
-        self.running_var.lerp_(unbiased.detach(), self.momentum)
+        update_running_(self.running_mean, mean.detach(), self.momentum)
+        update_running_(self.running_var, unbiased.detach(), self.momentum)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, mode={self.mode}, momentum={self.momentum}, eps={self.eps}"

@@ -21,6 +21,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("none",),
         aliases=("identity",),
         conv_bias=True,
+        vmap=True,
     ),
     NormSpec(
         name="batchnorm",
@@ -31,6 +32,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         has_buffers=True,
         aliases=("bn", "batchnorm2d"),
         phase_aware=True,
+        vmap=True,
     ),
     NormSpec(
         name="groupnorm",
@@ -39,6 +41,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         paper="Wu and He, Group Normalization, ECCV 2018",
         statistics=("group",),
         aliases=("gn",),
+        vmap=True,
     ),
     NormSpec(
         name="layernorm",
@@ -47,6 +50,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         paper="Ba, Kiros and Hinton, Layer Normalization, 2016",
         statistics=("layer",),
         aliases=("ln",),
+        vmap=True,
     ),
     NormSpec(
         name="instancenorm",
@@ -55,6 +59,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         paper="Ulyanov, Vedaldi and Lempitsky, Instance Normalization, 2016",
         statistics=("instance",),
         aliases=("in",),
+        vmap=True,
     ),
     # -- whitening (swbn, iternorm) --
     NormSpec(
@@ -65,6 +70,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("batch", "running"),
         has_buffers=True,
         aliases=("stochasticwhitening",),
+        vmap=True,
     ),
     NormSpec(
         name="iternorm",
@@ -74,6 +80,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("batch", "running"),
         has_buffers=True,
         aliases=("iterativenormalization",),
+        vmap=True,
     ),
     # -- conv-owning (patchnorm, weightnorm, scaled-ws) --
     NormSpec(
@@ -84,6 +91,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         "Normalisation, arXiv 2512.22247",
         kind=NormKind.CONV,
         statistics=("none",),
+        vmap=True,
     ),
     NormSpec(
         name="weightnorm",
@@ -93,6 +101,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         kind=NormKind.CONV,
         statistics=("weight",),
         aliases=("wn",),
+        vmap=True,
     ),
     NormSpec(
         name="scaled-ws",
@@ -103,6 +112,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         kind=NormKind.CONV,
         statistics=("weight",),
         aliases=("sws", "weightstd"),
+        vmap=True,
     ),
     # -- per-sample and task (frn, evonorm, variancenorm, rmsnorm, tasknorm) --
     NormSpec(
@@ -113,6 +123,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         kind=NormKind.NORM_ACT,
         statistics=("instance",),
         aliases=("frntlu", "filterresponsenorm"),
+        vmap=True,
     ),
     NormSpec(
         name="evonorm-s0",
@@ -121,6 +132,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         paper="Liu, Brock, Simonyan and Le, Evolving Normalization-Activation Layers, NeurIPS 2020",
         kind=NormKind.NORM_ACT,
         statistics=("group",),
+        vmap=True,
     ),
     NormSpec(
         name="evonorm-b0",
@@ -130,6 +142,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         kind=NormKind.NORM_ACT,
         statistics=("batch", "running", "instance"),
         has_buffers=True,
+        vmap=True,
     ),
     NormSpec(
         name="variancenorm",
@@ -139,6 +152,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("batch", "running"),
         has_buffers=True,
         aliases=("vn",),
+        vmap=True,
     ),
     NormSpec(
         name="rmsnorm",
@@ -147,6 +161,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         paper="Zhang and Sennrich, Root Mean Square Layer Normalization, NeurIPS 2019",
         statistics=("layer",),
         aliases=("rms",),
+        vmap=True,
     ),
     NormSpec(
         name="tasknorm-i",
@@ -156,6 +171,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("support", "instance"),
         aliases=("tasknorm",),
         phase_aware=True,
+        vmap=True,
     ),
     NormSpec(
         name="tasknorm-l",
@@ -164,6 +180,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         paper="Bronskill, Gordon, Requeima, Nowozin and Turner, TaskNorm, ICML 2020",
         statistics=("support", "layer"),
         phase_aware=True,
+        vmap=True,
     ),
 )
 

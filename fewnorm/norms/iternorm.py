@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
+from fewnorm.norms.running import update_running_
 from fewnorm.norms.whitening import (
     check_momentum,
     check_positive,
@@ -95,8 +96,8 @@ class IterNorm2d(nn.Module):
             xc = to_groups(x - per_channel(mean), self.group_size)  # (G, Cg, m)
             whitening = newton_schulz_whitening(xc, self.iterations, self.eps)  # (G, Cg, Cg)
             with torch.no_grad():
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_whitening.lerp_(whitening.detach(), self.momentum)
+                update_running_(self.running_mean, mean.detach(), self.momentum)
+                update_running_(self.running_whitening, whitening.detach(), self.momentum)
         else:
             xc = to_groups(x - per_channel(self.running_mean), self.group_size)  # (G, Cg, m)
             whitening = self.running_whitening.detach().clone()  # (G, Cg, Cg)

@@ -13,6 +13,11 @@ explicitly::
 Task state lives in the scope, keyed by module identity, not on the modules:
 modules stay picklable, ``functional_call`` sees the same module objects, and
 nothing of one task survives into the next.
+
+``vectorized_tasks()`` marks code run under ``torch.func.vmap`` over the tasks of
+a meta-batch: there each tensor a normalizer sees is one task's, but fused
+normalization kernels must be avoided, because their batched double backward is
+wrong (``F.batch_norm``: pytorch/functorch#534, measured 0.5% off in float64).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Phase(StrEnum):
 
 _phase: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("fewnorm_phase", default=None)
 _task: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar("fewnorm_task", default=None)
+_vectorized: contextvars.ContextVar[bool] = contextvars.ContextVar("fewnorm_vectorized", default=False)
 
 
 def current_phase() -> Phase | None:
@@ -70,3 +76,18 @@ def task_load(owner: object) -> Any | None:
     """What ``owner`` stored in the current task scope, or ``None``."""
     state = _task.get()
     return None if state is None else state.get(id(owner))
+
+
+@contextmanager
+def vectorized_tasks() -> Iterator[None]:
+    """Mark the block as running under ``torch.func.vmap`` over a meta-batch's tasks."""
+    token = _vectorized.set(True)
+    try:
+        yield
+    finally:
+        _vectorized.reset(token)
+
+
+def in_vectorized_tasks() -> bool:
+    """Whether a normalizer runs inside :func:`vectorized_tasks` (avoid fused norm kernels there)."""
+    return _vectorized.get()

@@ -107,6 +107,7 @@ def register_norm(
     aliases: tuple[str, ...] = (),
     phase_aware: bool = False,
     conv_bias: bool = False,
+    vmap: bool = False,
     replace: bool = False,
     registry: NormRegistry | None = None,
 ) -> Callable[[F], F]:
@@ -130,6 +131,7 @@ def register_norm(
             aliases=tuple(aliases),
             phase_aware=phase_aware,
             conv_bias=conv_bias,
+            vmap=vmap,
         )
         (registry or REGISTRY).register(spec, replace=replace)
         return factory

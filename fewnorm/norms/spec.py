@@ -59,12 +59,27 @@ class NormSpec:
     source: str = "fewnorm"
     phase_aware: bool = False  # reads the support/query phase signal
     conv_bias: bool = False  # whether the preceding conv should keep its bias
+    vmap: bool = False  # safe under torch.func.vmap over a meta-batch's tasks (see vmap_status)
 
     def __post_init__(self) -> None:
         unknown = set(self.statistics) - set(STATISTICS)
         if unknown:
             raise ValueError(f"{self.name}: unknown statistics {sorted(unknown)}; use {STATISTICS}")
         object.__setattr__(self, "kind", NormKind(self.kind))
+
+    def vmap_status(self) -> tuple[bool, str]:
+        """Whether MAML-family meta-batches with this normalizer run vectorized, and why (not).
+
+        Built-ins declare ``vmap=True`` once their vectorized meta-gradients equal the
+        per-task loop's (tests/episodes/test_vectorized.py); a plugin that does not declare
+        it runs the per-task loop, since nothing shows that its forward is vmap-safe.
+        """
+        if self.vmap:
+            return True, "vectorized meta-batches (torch.func.vmap over tasks)"
+        return False, (
+            "per-task loop: not declared vmap-safe (register with vmap=True once "
+            "fewnorm.testing.check_normalizer passes its vmap check)"
+        )
 
     def load(self) -> Callable[..., Any]:
         """Return the factory, importing it if it was given as ``"module:attribute"``."""

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
+from fewnorm.norms.running import update_running_
 from fewnorm.norms.whitening import (
     check_momentum,
     check_positive,
@@ -101,8 +102,8 @@ class StochasticWhiteningBatchNorm2d(nn.Module):
     def _update(self, mean: Tensor, var: Tensor, xs: Tensor) -> None:
         """Move the running moments and take one whitening step on the buffer ``W``."""
         m = xs.numel() // xs.shape[1]
-        self.running_mean.lerp_(mean.detach(), self.momentum)
-        self.running_var.lerp_(var.detach() * (m / max(m - 1, 1)), self.momentum)
+        update_running_(self.running_mean, mean.detach(), self.momentum)
+        update_running_(self.running_var, var.detach() * (m / max(m - 1, 1)), self.momentum)
         cg = self.group_size
         xg = to_groups(xs.detach(), cg)  # (G, Cg, m)
         floor = (self.eps / (var.detach() + self.eps)).reshape(-1, cg)  # (G, Cg)

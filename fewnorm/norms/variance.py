@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
+from fewnorm.norms.running import update_running_
 
 
 def check_momentum_eps(norm: str, momentum: float, eps: float) -> None:
@@ -39,7 +40,7 @@ def update_running_var(running_var: Tensor, var: Tensor, m: int, momentum: float
     estimate stores the unbiased one, as torch's BatchNorm does.
     """
     unbiased = var.detach() * (m / max(m - 1, 1))  # (C,)
-    running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+    update_running_(running_var, unbiased.to(running_var.dtype), momentum)
 
 
 class VarianceNorm2d(nn.Module):

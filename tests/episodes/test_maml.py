@@ -228,7 +228,7 @@ def test_support_statistics_are_recomputed_with_the_adapted_weights(monkeypatch:
         reference = functional_call(model, fast, (own.support,))  # no phase: its own batch moments
     logits = adapted_query_logits(model, params, {}, own, loop, create_graph=False, differentiable=False)
     torch.testing.assert_close(logits, reference)
-    monkeypatch.setattr("fewnorm.episodes.maml._keeps_task_state", lambda model: False)
+    monkeypatch.setattr("fewnorm.episodes.passes.keeps_task_state", lambda model: False)
     stale = adapted_query_logits(model, params, {}, own, loop, create_graph=False, differentiable=False)
     assert not torch.allclose(stale, reference, atol=1e-4), "the refresh pass should matter here"
 

@@ -85,3 +85,22 @@ def test_kit_rejects_unknown_check() -> None:
     with pytest.raises(ValueError, match="unknown check"):
         check_normalizer("none", checks=("nonsense",))
     assert "second_order" in CHECKS
+
+
+class _FusedBatchNorm(nn.Module):
+    """Declares vmap=True but calls F.batch_norm in training: its batched double backward is wrong."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True)
+
+
+def test_kit_catches_a_normalizer_wrongly_declared_vmap_safe() -> None:
+    spec = NormSpec(name="fused", factory=_FusedBatchNorm, summary="", paper="", vmap=True)
+    with pytest.raises(ConformanceError, match=r"\[vmap\]"):
+        check_normalizer(spec, checks=("vmap",))
+    check_normalizer("batchnorm", checks=("vmap",))  # the same moments, written vmap-safe
