@@ -113,6 +113,7 @@ def summary_table(summary: RunSummary) -> Table:
             f"{cfg.effective_train_ways} / {cfg.effective_train_shots} / {cfg.train_queries}",
         ),
         ("training episodes", str(c["episodes"])),
+        *_meta_batch_rows(cfg),
         (
             "best validation accuracy",
             f"{100 * summary.best_val_accuracy:.2f}% (episode {summary.best_val_episode})",
@@ -120,6 +121,7 @@ def summary_table(summary: RunSummary) -> Table:
         ("test accuracy (95% CI)", f"[bold green]{summary.test}[/]"),
         ("test episodes", str(summary.test.n)),
         ("parameters", f"{summary.parameters:,}"),
+        ("torch threads", str(c.get("threads") or "torch default")),
         (
             "wall time",
             f"{summary.wall_seconds:.1f} s ({1e3 * summary.train_seconds_per_episode:.1f} ms/episode)",
@@ -129,3 +131,12 @@ def summary_table(summary: RunSummary) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _meta_batch_rows(config: Any) -> list[tuple[str, str]]:
+    """The MAML family's meta-batch and how its tasks ran (vectorized or the per-task loop)."""
+    if config.algo == "protonet":
+        return []
+    from fewnorm.episodes.algorithms import meta_batch_path
+
+    return [("meta-batch", f"{config.meta_batch} tasks per step; {meta_batch_path(config)[1]}")]

@@ -16,7 +16,7 @@ from torch import nn
 from fewnorm.backbones import build_backbone
 from fewnorm.config import RunConfig
 from fewnorm.episodes.heads import build_classifier, canonical_head, image_size
-from fewnorm.episodes.maml import InnerLoop, maml_evaluate, maml_train_step
+from fewnorm.episodes.maml import InnerLoop, maml_evaluate, maml_evaluate_many, maml_train_step
 from fewnorm.episodes.protonet import StepResult, protonet_evaluate, protonet_loss, protonet_train_step
 from fewnorm.episodes.sampler import Episode
 from fewnorm.errors import ConfigError
@@ -36,6 +36,8 @@ class Algorithm(Protocol):
     ) -> StepResult: ...
 
     def evaluate(self, model: nn.Module, episode: Episode) -> float: ...
+
+    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]: ...
 
 
 def build_embedding(config: RunConfig, in_channels: int) -> nn.Module:
@@ -83,6 +85,9 @@ class ProtoNet:
     def evaluate(self, model: nn.Module, episode: Episode) -> float:
         return protonet_evaluate(model, episode, one_at_a_time=self.config.query_one_at_a_time)
 
+    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]:
+        return [self.evaluate(model, e) for e in episodes]  # one cheap forward each: nothing to batch
+
 
 #: Largest meta-batch MAML accepts: Finn et al. used 32 (Omniglot 5-way) down to 2 (miniImageNet 5-shot).
 MAX_META_BATCH = 256
@@ -103,14 +108,19 @@ def check_maml_config(config: RunConfig) -> None:
     canonical_head(config.head)  # an unknown head fails here, listing the known ones
 
 
-def meta_batch_path(config: RunConfig) -> tuple[bool, str]:
-    """Whether the run's meta-batches are vectorized (``torch.func.vmap``), and why (not)."""
-    if config.meta_batch == 1:
-        return False, "per-task loop: meta-batch of one task"
-    if config.buffer_policy != "per_task":
-        return False, f"per-task loop: buffer policy {config.buffer_policy} (tasks would share buffers)"
-    if config.dropblock:
-        return False, "per-task loop: DropBlock draws random masks, which vmap would draw differently"
+def meta_batch_path(config: RunConfig, *, training: bool = True) -> tuple[bool, str]:
+    """Whether the run's tasks are adapted together (``torch.func.vmap``), and why (not).
+
+    Training batches the tasks of a meta-batch; evaluation batches the fixed
+    episodes (always on cloned buffers, without DropBlock, so only the normalizer decides).
+    """
+    if training:
+        if config.meta_batch == 1:
+            return False, "per-task loop: meta-batch of one task"
+        if config.buffer_policy != "per_task":
+            return False, f"per-task loop: buffer policy {config.buffer_policy} (tasks would share buffers)"
+        if config.dropblock:
+            return False, "per-task loop: DropBlock draws random masks, which vmap would draw differently"
     vectorized, why = get_norm(config.norm).vmap_status()
     return vectorized, f"{config.norm}: {why}" if not vectorized else why
 
@@ -146,7 +156,7 @@ class MAML:
             first_order=self.first_order,
             head_only=self.head_only,
             buffer_policy=c.buffer_policy,
-            vectorize=meta_batch_path(c)[0],
+            vectorize=meta_batch_path(c, training=training)[0],
         )
 
     def train_step(
@@ -157,6 +167,10 @@ class MAML:
     def evaluate(self, model: nn.Module, episode: Episode) -> float:
         loop = self.inner_loop(training=False)
         return maml_evaluate(model, episode, loop, one_at_a_time=self.config.query_one_at_a_time)
+
+    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]:
+        loop = self.inner_loop(training=False)
+        return maml_evaluate_many(model, episodes, loop, one_at_a_time=self.config.query_one_at_a_time)
 
 
 class FOMAML(MAML):

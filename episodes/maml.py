@@ -229,3 +229,32 @@ def maml_evaluate(
             differentiable=False,
         )
     return float((logits.argmax(1) == episode.query_labels).float().mean())
+
+
+def maml_evaluate_many(
+    model: nn.Module, episodes: Sequence[Episode], loop: InnerLoop, *, one_at_a_time: bool = False
+) -> list[float]:
+    """:func:`maml_evaluate` of each episode, the episodes adapted together where ``loop`` allows.
+
+    The same protocol (``eval()``, first-order inner steps on detached weights, cloned
+    buffers); vectorized, the accuracies equal the per-episode ones up to rounding.
+    """
+    if not loop.vectorize or vectorize_blocker(episodes, "per_task") is not None:
+        return [maml_evaluate(model, e, loop, one_at_a_time=one_at_a_time) for e in episodes]
+    for episode in episodes:
+        check_ways(model, episode)
+    model.eval()
+    params: Tensors = {k: p.detach().requires_grad_(p.requires_grad) for k, p in model.named_parameters()}
+    with torch.enable_grad():
+        _, accuracies = vectorized_task_losses(
+            model,
+            episodes,
+            lr=loop.lr,
+            steps=loop.steps,
+            adapted=adapted_names(params, loop),
+            first_order=True,
+            differentiable=False,
+            one_at_a_time=one_at_a_time,
+            params=params,
+        )  # (T,)
+    return [float(a) for a in accuracies]

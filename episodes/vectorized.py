@@ -66,13 +66,19 @@ def vectorized_task_losses(
     steps: int,
     adapted: Sequence[str],
     first_order: bool,
+    differentiable: bool = True,
+    one_at_a_time: bool = False,
+    params: Tensors | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Query losses ``(T,)`` after adaptation (differentiable in the meta-parameters), accuracies ``(T,)``.
 
     ``adapted`` names the parameters the inner loop updates (all of them for MAML,
     the head's for ANIL). With ``first_order`` the inner gradients are constants.
+    Without ``differentiable`` (evaluation) the passes after the inner loop record no
+    graph; ``one_at_a_time`` scores each query image alone. ``params`` (default: the
+    model's own) are the weights adaptation starts from.
     """
-    params: Tensors = dict(model.named_parameters())
+    params = dict(model.named_parameters()) if params is None else params
     names = list(adapted)
 
     def one_task(buffers: Tensors, support: Tensor, labels: Tensor, query: Tensor, qlabels: Tensor) -> Tensor:
@@ -96,10 +102,19 @@ def vectorized_task_losses(
                 for k in names:
                     g = grads[k].detach() if first_order else grads[k]
                     fast[k] = fast[k] - lr * g
-            logits = query_pass(model, fast, buffers, support, query, no_support_yet=not (steps and names))
+            with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+                logits = query_pass(
+                    model,
+                    fast,
+                    buffers,
+                    support,
+                    query,
+                    no_support_yet=not (steps and names),
+                    one_at_a_time=one_at_a_time,
+                )
         loss = F.cross_entropy(logits, qlabels)  # logits: (ways*queries, ways)
-        accuracy = (logits.argmax(1) == qlabels).to(loss.dtype).mean()
-        return torch.stack([loss, accuracy])
+        accuracy = (logits.argmax(1) == qlabels).float().mean()  # float32, as the per-task loop's
+        return torch.stack([loss, accuracy.to(loss.dtype)])
 
     support, labels, query, qlabels = _stack(episodes)
     with vectorized_tasks():

@@ -148,3 +148,23 @@ def test_vectorized_float32_step_matches_the_loop() -> None:
         maml_train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), episodes, loop)
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(results[1], results[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("one_at_a_time", [False, True])
+@pytest.mark.parametrize("norm", ["batchnorm", "tasknorm-i", "swbn", "iternorm"])
+def test_vectorized_evaluation_scores_each_episode_as_alone(norm: str, one_at_a_time: bool) -> None:
+    config = RunConfig(
+        algo="maml", norm=norm, hidden=8, inner_steps_test=3, query_one_at_a_time=one_at_a_time
+    )
+    algorithm = get_algorithm(config)
+    torch.manual_seed(0)
+    model = algorithm.build(config, 1).double()
+    before = copy.deepcopy(model.state_dict())
+    episodes = _episodes(5, seed=3)
+    assert algorithm.inner_loop(training=False).vectorize  # type: ignore[attr-defined]
+    alone = [algorithm.evaluate(model, e) for e in episodes]
+    together = algorithm.evaluate_many(model, episodes)
+    assert together == alone
+    assert len(set(alone)) > 1  # the episodes differ, so a mix-up between them would show
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
