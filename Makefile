@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,plot]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,plot,ray]'
 	tools/build_learn2learn.sh $(PY) .wheels
 	$(PY) -m pip install -q --no-deps --no-build-isolation $(EXAMPLE_PLUGIN)
 	touch $(STAMP)

@@ -4,7 +4,8 @@ The sweep directory (``--out``, default ``runs/compare-<hash of the settings>``)
 holds one run directory per (normalizer, seed). Re-running the same command
 skips finished and diverged runs, resumes interrupted ones from their
 ``last.pt`` and restarts broken ones. ``--jobs N`` trains N runs at once in
-spawned processes, each with ``--threads`` torch threads (default: cores // N).
+spawned processes, each with ``--threads`` torch threads (default: cores // N);
+``--engine ray`` submits each run as a Ray task instead (:mod:`fewnorm.cli.compare_ray`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 #: ``--jobs 0`` trains at most this many runs at once (each process holds its own copy of the data).
 MAX_AUTO_JOBS = 4
+#: Where ``--engine`` trains the runs: a local process pool, or tasks on a Ray cluster.
+ENGINES = ("local", "ray")
 
 
 def parse_scoped_options(pairs: list[str] | None) -> dict[str, dict[str, str]]:
@@ -53,6 +56,21 @@ def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def check_engine(engine: str, address: str | None, jobs: int) -> str:
+    """The engine's name, after checking the options that belong to one engine only."""
+    name = engine.strip().lower()
+    if name not in ENGINES:
+        raise ConfigError(f"unknown --engine '{engine}'; known engines: {', '.join(ENGINES)}")
+    if address is not None and name != "ray":
+        raise ConfigError("--address names a Ray cluster: use it with --engine ray")
+    if name == "ray" and jobs:
+        raise ConfigError(
+            "--jobs is for the local engine: with --engine ray every run is a task and Ray runs as many "
+            "at once as the cluster's CPUs allow (each asks for --threads)"
+        )
+    return name
+
+
 def cores() -> int:
     """CPU cores this process may use."""
     try:
@@ -71,7 +89,13 @@ def compare(
     jobs: int = typer.Option(
         0, help="Runs trained at once, each in a spawned process (0: min(cores, runs, 4); 1: in-process)."
     ),
-    threads: int | None = typer.Option(None, help="Torch threads per job (default: cores // jobs)."),
+    threads: int | None = typer.Option(
+        None, help="Torch threads per run (default: cores // jobs; 1 with --engine ray: the CPUs it asks)."
+    ),
+    engine: str = typer.Option("local", help="Where runs train: local (a process pool) | ray (Ray tasks)."),
+    address: str | None = typer.Option(
+        None, help="Ray cluster of --engine ray: auto (`ray start` here) or HOST:PORT (default: a new one)."
+    ),
     algo: str | None = typer.Option(None, help="Algorithm: protonet | maml | fomaml | anil."),
     dataset: str | None = typer.Option(None, help="Dataset (default omniglot-minimal)."),
     split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
@@ -111,6 +135,11 @@ def compare(
     load_plugins(plugin)
     if jobs < 0:
         raise ConfigError(f"--jobs must be 0 (automatic) or positive, got {jobs}")
+    engine = check_engine(engine, address, jobs)
+    if engine == "ray":
+        from fewnorm.cli.compare_ray import require_ray
+
+        require_ray()
     overrides = parse_settings(setting) | {
         k: v
         for k, v in {
@@ -144,7 +173,7 @@ def compare(
         baseline=baseline,
     )
     run_sweep(plan, out or Path("runs") / f"compare-{plan.key()}", jobs, threads, plugin, progress,
-              plots, json_output)  # fmt: skip
+              plots, json_output, engine=engine, address=address)  # fmt: skip
 
 
 def run_sweep(
@@ -156,12 +185,19 @@ def run_sweep(
     progress: bool,
     plots: bool,
     json_output: bool,
+    *,
+    engine: str = "local",
+    address: str | None = None,
 ) -> None:
-    """Check, train what is missing, then read every run back and report."""
+    """Check, train what is missing (on ``engine``: local | ray), then read every run back and report."""
     from fewnorm.cli.compare_exec import SweepInterrupted, execute, plan_tasks, preflight
     from fewnorm.cli.render import print_json, stdout
     from fewnorm.compare import check_manifest, mean_curves, read_run, row_record, summarize, write_results
 
+    if engine == "ray":
+        from fewnorm.cli.compare_ray import gpus_per_run
+
+        gpus_per_run(sweep.base.get("device") or "cpu")  # refuse cuda:N before any data is read
     preflight(sweep)
     check_manifest(out, sweep)
     tasks = plan_tasks(sweep, out)
@@ -170,10 +206,15 @@ def run_sweep(
         typer.echo(
             f"{len(planned) - len(tasks)}/{len(planned)} runs already done in {out}; skipped", err=True
         )
-    jobs = min(jobs or min(cores(), MAX_AUTO_JOBS), max(1, len(tasks)))
-    threads = threads or max(1, cores() // jobs)
+    show = progress and not json_output
     try:
-        failures = execute(tasks, jobs, threads, plugins or [], progress and not json_output)
+        if engine == "ray":
+            from fewnorm.cli.compare_ray import execute_ray
+
+            failures = execute_ray(tasks, threads or 1, plugins or [], show, address)
+        else:
+            jobs = min(jobs or min(cores(), MAX_AUTO_JOBS), max(1, len(tasks)))
+            failures = execute(tasks, jobs, threads or max(1, cores() // jobs), plugins or [], show)
     except SweepInterrupted as stop:
         typer.echo(
             f"interrupted ({stop}); finished runs are kept: re-run the same command to resume", err=True

@@ -4,7 +4,9 @@ Workers report progress as small tuples (through a ``multiprocessing`` queue
 when spawned), which one rich display in the parent draws:
 
 - ``("start", name, total_episodes)``, ``("episode", name, episode)``,
-- ``("stage", name, stage, done, total)``, ``("done", name, status, message)``.
+- ``("stage", name, stage, done, total)``, ``("done", name, status, message)``,
+- ``("worker", name, pid, host)`` from the Ray engine (:mod:`fewnorm.cli.compare_ray`) when a
+  run's task starts on a worker process (the display ignores it).
 
 Ctrl-C: the parent sets a stop event; each worker raises ``KeyboardInterrupt``
 at its next episode boundary, so :func:`fewnorm.episodes.loop.train` writes its
@@ -59,27 +61,45 @@ def preflight(sweep: Sweep) -> None:
         build_model(config, stores["train"].image_shape[0])
 
 
-def plan_tasks(sweep: Sweep, out: Path) -> list[Task]:
-    """Runs still to do: finished and diverged ones are skipped, unfinished ones resumed."""
+def resume_decision(run_dir: Path) -> bool | None:
+    """What to do with the run in ``run_dir``, from its files alone.
+
+    None: nothing (finished or diverged); True: resume from its ``last.pt``; False: start over.
+    """
     from fewnorm.runs import run_status
 
+    status = run_status(run_dir)
+    if status in ("finished", "diverged"):
+        return None
+    return status in ("interrupted", "resumable")
+
+
+def plan_tasks(sweep: Sweep, out: Path) -> list[Task]:
+    """Runs still to do: finished and diverged ones are skipped, unfinished ones resumed."""
     tasks = []
     for run in sweep.runs():
-        status = run_status(out / run.name)
-        if status not in ("finished", "diverged"):
-            resume = status in ("interrupted", "resumable")
+        resume = resume_decision(out / run.name)
+        if resume is not None:
             tasks.append(Task(run.name, run.config, str(out / run.name), resume))
     return tasks
 
 
-def run_task(task: Task) -> tuple[str, str, str]:
-    """Train one run; returns ``(name, status, message)`` with status ok | diverged | failed | interrupted."""
+def run_task(
+    task: Task, report: Callable[[Event], None] | None = None, stop: Any = None
+) -> tuple[str, str, str]:
+    """Train one run; returns ``(name, status, message)`` with status ok | diverged | failed | interrupted.
+
+    ``report`` receives the progress events and ``stop`` (anything with ``is_set()``) asks the run
+    to stop at its next episode boundary; both default to this process's worker channel.
+    """
     from fewnorm.config import RunConfig
     from fewnorm.episodes.loop import EpisodeLog, RunInterrupted, train
     from fewnorm.errors import FewnormError, TrainingDivergedError
     from fewnorm.runs import RunDir
 
-    if _stop is not None and _stop.is_set():  # queued before Ctrl-C: leave it untouched
+    emit = report or _report
+    stop = stop if stop is not None else _stop
+    if stop is not None and stop.is_set():  # queued before Ctrl-C: leave it untouched
         return task.name, "interrupted", ""
     run_dir = Path(task.run_dir)
     config = RunConfig.model_validate(task.config)
@@ -91,20 +111,20 @@ def run_task(task: Task) -> tuple[str, str, str]:
             resume = False
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
-    _report(("start", task.name, config.episodes))
+    emit(("start", task.name, config.episodes))
 
     def check_stop() -> None:
-        if _stop is not None and _stop.is_set():
+        if stop is not None and stop.is_set():
             raise KeyboardInterrupt
 
     def on_episode(log: EpisodeLog) -> None:
-        _report(("episode", task.name, log.episode))
+        emit(("episode", task.name, log.episode))
         check_stop()
 
     def on_stage(stage: str, total: int) -> Callable[[int], None]:
         def advance(done: int) -> None:
             if done == total or done % 10 == 0:
-                _report(("stage", task.name, stage, done, total))
+                emit(("stage", task.name, stage, done, total))
             check_stop()
 
         return advance
@@ -115,7 +135,7 @@ def run_task(task: Task) -> tuple[str, str, str]:
     except TrainingDivergedError as exc:
         status, message = "diverged", str(exc)
     except RunInterrupted:
-        if _stop is None:
+        if stop is None:
             raise  # in-process: the command reports it
         status = "interrupted"
     except FewnormError as exc:
@@ -124,7 +144,7 @@ def run_task(task: Task) -> tuple[str, str, str]:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.log").write_text(traceback.format_exc())
         status, message = "failed", f"{type(exc).__name__}: {exc} (traceback in {run_dir / 'error.log'})"
-    _report(("done", task.name, status, message))
+    emit(("done", task.name, status, message))
     return task.name, status, message
 
 
