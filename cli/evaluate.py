@@ -19,7 +19,9 @@ BENCHMARKS = ("lake20",)
 
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory or checkpoint file (.pt)."),
-    ways: int | None = typer.Option(None, help="Ways (default: the run's)."),
+    ways: int | None = typer.Option(
+        None, help="Ways (default: the run's; MAML-family runs at other ways get a fresh head)."
+    ),
     shots: int | None = typer.Option(None, help="Shots (default: the run's)."),
     queries: int | None = typer.Option(None, help="Queries per class (default: the run's)."),
     episodes: int | None = typer.Option(None, help="Fixed test episodes (default: the run's)."),
@@ -33,6 +35,11 @@ def evaluate(
         False, "--query-one-at-a-time", help="Score each query image alone (exposes transductive norms)."
     ),
     inner_steps_test: int | None = typer.Option(None, help="MAML inner steps (default: the run's)."),
+    head_init: str | None = typer.Option(
+        None,
+        help="MAML-family runs: the head for other --ways and lake20: proto | zero | trained "
+        "(default: trained at the run's ways, else zero).",
+    ),
     benchmark: str | None = typer.Option(
         None, help="Score on a benchmark instead of episodes: lake20 (Lake's 20 one-shot runs)."
     ),
@@ -47,7 +54,7 @@ def evaluate(
     load_plugins(plugin)
     if benchmark is not None:
         episodic: dict[str, object] = {"--ways": ways, "--shots": shots, "--queries": queries}
-        episodic |= {"--episodes": episodes, "--inner-steps-test": inner_steps_test}
+        episodic["--episodes"] = episodes
         episodic["--split"] = None if split == "test" else split
         given = [flag for flag, value in episodic.items() if value is not None]
         if normalize_name(benchmark) not in BENCHMARKS:
@@ -56,7 +63,14 @@ def evaluate(
             raise ConfigError(f"{', '.join(given)} do not apply to --benchmark lake20 (20-way 1-shot runs)")
         from fewnorm.episodes.lake import load_lake20
 
-        task = load_lake20(run, runs=runs, data_root=data_root, split_file=split_file)  # refusals first
+        task = load_lake20(  # refusals first
+            run,
+            runs=runs,
+            data_root=data_root,
+            split_file=split_file,
+            head_init=head_init,
+            inner_steps_test=inner_steps_test,
+        )
         _lake20(task, {"device": device, "one_at_a_time": query_one_at_a_time or None}, json_output, progress)
         return
     if runs is not None:
@@ -64,11 +78,12 @@ def evaluate(
     from rich.table import Table
 
     from fewnorm.cli.render import norm_label, print_json, stdout, train_progress
-    from fewnorm.episodes.evaluation import evaluate_checkpoint
+    from fewnorm.episodes.reinit_eval import evaluate_with_protocol
 
     with train_progress(progress and not json_output) as bars:
-        result = evaluate_checkpoint(
+        result, protocol = evaluate_with_protocol(
             run,
+            head_init=head_init,
             ways=ways,
             shots=shots,
             queries=queries,
@@ -88,7 +103,7 @@ def evaluate(
             on_stage=bars.on_stage,
         )
     if json_output:
-        print_json(result.to_dict())
+        print_json(result.to_dict() | ({"protocol": protocol.to_dict()} if protocol else {}))
         return
     table = Table(title="fewnorm evaluation", show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
@@ -103,6 +118,8 @@ def evaluate(
         ("episodes", str(result.accuracy.n)),
     ):
         table.add_row(key, value)
+    if protocol is not None:
+        table.add_row("head protocol", protocol.label())
     stdout.print(table)
 
 
@@ -132,4 +149,6 @@ def _lake20(task: LakeTask, options: dict[str, Any], json_output: bool, progress
     table.add_section()
     table.add_row("[bold]mean[/]", "", f"[bold green]{result.mean_error:.2f}[/]")
     stdout.print(table)
+    if task.protocol is not None:
+        stdout.print(f"head protocol: {task.protocol.label()}", soft_wrap=True, highlight=False)
     stdout.print(f"runs: {result.runs_path}", soft_wrap=True, highlight=False)

@@ -20,6 +20,9 @@ Heads (``RunConfig.head``; ``None`` means :data:`DEFAULT_HEAD`):
   not the default.
 - ``affine-divergence``: :class:`~fewnorm.norms.affine_divergence.AffineDivergenceLinear`
   (Bird, arXiv 2512.22247), ``(W z + b) / sqrt(||z||^2 + 1)``, its own init.
+
+Scoring other ways than the trained ones (and Lake's 20-way runs) gives each task a fresh
+head instead, zero- or prototype-initialised: :mod:`fewnorm.episodes.reinit`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""Lake's one-shot classification benchmark (``lake20``) for a trained ProtoNet.
+"""Lake's one-shot classification benchmark (``lake20``) for a trained ProtoNet or MAML.
 
 Each of the 20 runs is one 20-way 1-shot task: its 20 training images are the support
-set, its 20 test items the query set, embedded under the phase signal in one task
-scope; each test item is assigned the training image whose embedding is nearest (ties
-to the first in file order, as ``argmin`` in the original). Scored exactly as Lake's
+set, its 20 test items the query set. A ProtoNet embeds them under the phase signal in
+one task scope and assigns each test item the training image whose embedding is nearest
+(ties to the first in file order, as ``argmin`` in the original). A MAML, FOMAML or ANIL
+model gets a fresh 20-way head per run (:mod:`fewnorm.episodes.reinit`: prototype or zero
+init), adapted on the training images by the run's test-time inner loop, and assigns each
+test item its highest logit (ties to the first). Scored exactly as Lake's
 ``demo_classification.py``: per run ``100 - 100 * correct / ntest`` percent error, then
 the mean over the 20 runs. Only models trained on an alphabet-disjoint split
 (``omniglot``, ``omniglot-minimal``) may be scored, or on split files whose training and
@@ -28,6 +31,7 @@ from fewnorm.data.splitfile import EVALUATION_ALPHABETS, read_split_files
 from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.loop import resolve_device
 from fewnorm.episodes.protonet import protonet_logits
+from fewnorm.episodes.reinit import MAML_FAMILY, HeadProtocol, TaskScorer, head_protocol, scoring_algorithm
 from fewnorm.episodes.sampler import Episode
 from fewnorm.errors import ConfigError, DataError, UnknownNameError
 from fewnorm.names import normalize_name
@@ -36,6 +40,9 @@ from fewnorm.runs import load_checkpoint
 BENCHMARK = "lake20"
 #: Training datasets alphabet-disjoint from the runs (their test alphabets are not trained on).
 LAKE_SAFE_DATASETS: tuple[str, ...] = ("omniglot", "omniglot-minimal")
+#: Algorithms with a lake20 protocol: nearest prototype (protonet), a fresh adapted head (the rest).
+LAKE_ALGORITHMS: tuple[str, ...] = ("protonet", "maml", "fomaml", "anil")
+WAYS = 20  # every run is 20-way 1-shot
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class LakeResult:
     correct: list[int]
     items: list[int]
     errors: list[float]  # percent, per run
+    protocol: dict[str, Any] | None = None  # MAML-family: the head protocol (HeadProtocol.to_dict)
 
     @property
     def mean_error(self) -> float:
@@ -68,7 +76,7 @@ class LakeResult:
                 for r, c, n, e in zip(self.runs, self.correct, self.items, self.errors, strict=True)
             ],
             "mean_error": self.mean_error,
-        }
+        } | ({"protocol": self.protocol} if self.protocol is not None else {})
 
 
 def run_error(correct: int, items: int) -> float:
@@ -78,7 +86,7 @@ def run_error(correct: int, items: int) -> float:
 
 
 def check_lake_safe(config: RunConfig) -> None:
-    """Raise :class:`ConfigError` unless ``config`` trained a ProtoNet on an alphabet-disjoint split."""
+    """Raise :class:`ConfigError` unless ``config`` trained on an alphabet-disjoint split."""
     try:
         dataset = canonical_dataset(config.dataset)
     except UnknownNameError:
@@ -94,10 +102,9 @@ def check_lake_safe(config: RunConfig) -> None:
             f"score models trained on {' or '.join(LAKE_SAFE_DATASETS)}, or on split files that keep "
             f"the evaluation alphabets out of training and validation."
         )
-    if normalize_name(config.algo) != "protonet":
-        raise ConfigError(
-            f"{BENCHMARK} scores ProtoNet models (nearest embedding); this run is '{config.algo}'."
-        )
+    if normalize_name(config.algo) not in {normalize_name(a) for a in LAKE_ALGORITHMS}:
+        known = ", ".join(LAKE_ALGORITHMS)
+        raise ConfigError(f"{BENCHMARK} scores {known} models; this run is '{config.algo}'.")
 
 
 def _split_file_leak(config: RunConfig) -> str | None:
@@ -119,17 +126,33 @@ def _split_file_leak(config: RunConfig) -> str | None:
     )
 
 
-@torch.no_grad()
-def score_run(model: nn.Module, run: LakeRun, device: torch.device, *, one_at_a_time: bool = False) -> int:
-    """How many test items of ``run`` the model assigns to their correct training image."""
-    model.eval()
+def run_episode(run: LakeRun, device: torch.device) -> Episode:
+    """``run`` as a 20-way 1-shot episode: training images labelled 0..19 in file order."""
     support = run.training.to(device).float().div_(255.0)  # (20, 1, S, S)
     query = run.test.to(device).float().div_(255.0)  # (20, 1, S, S)
     answers = torch.tensor(run.answers, device=device)  # (20,)
     ways = support.shape[0]
-    episode = Episode(support, torch.arange(ways, device=device), query, answers, ways, 1, 1)
+    return Episode(support, torch.arange(ways, device=device), query, answers, ways, 1, 1)
+
+
+@torch.no_grad()
+def score_run(model: nn.Module, run: LakeRun, device: torch.device, *, one_at_a_time: bool = False) -> int:
+    """How many test items of ``run`` the ProtoNet assigns to their correct training image."""
+    model.eval()
+    episode = run_episode(run, device)
     logits = protonet_logits(model, episode, one_at_a_time=one_at_a_time)  # (20, 20)
-    return int((logits.argmax(1) == answers).sum())  # argmax: the first of equal maxima
+    return int((logits.argmax(1) == episode.query_labels).sum())  # argmax: the first of equal maxima
+
+
+def score_run_adapted(scorer: TaskScorer, model: nn.Module, run: LakeRun, device: torch.device) -> int:
+    """How many test items of ``run`` a MAML-family model gets right after adapting on it.
+
+    ``scorer`` (:func:`~fewnorm.episodes.reinit.scoring_algorithm`) re-initialises the
+    head on the run's training images, adapts and scores; the model is left unchanged.
+    """
+    episode = run_episode(run, device)
+    accuracy = scorer.evaluate(model, episode)  # the mean of 0/1 over the items, as a float
+    return round(accuracy * len(run.answers))
 
 
 @dataclass(frozen=True)
@@ -141,23 +164,37 @@ class LakeTask:
     state: dict[str, Any] = field(repr=False)
     runs_path: Path
     runs: list[LakeRun] = field(repr=False)
+    protocol: HeadProtocol | None = None  # MAML-family runs: how the fresh 20-way head is scored
 
 
 def load_lake20(
-    path: Path, *, runs: Path | None = None, data_root: Path | None = None, split_file: Path | None = None
+    path: Path,
+    *,
+    runs: Path | None = None,
+    data_root: Path | None = None,
+    split_file: Path | None = None,
+    head_init: str | None = None,
+    inner_steps_test: int | None = None,
 ) -> LakeTask:
     """Load and check the checkpoint at ``path`` and Lake's runs (the zip or its folder).
 
     ``runs`` defaults to ``<data root>/omniglot/all_runs.zip`` (data root: ``data_root``,
     else the run's, else ``$FEWNORM_DATA``). ``split_file`` says where an ``omniglot-vinyals``
-    run's split files are now. Every refusal happens here, before scoring.
+    run's split files are now. MAML-family runs take ``head_init`` (default: a fresh head,
+    :data:`~fewnorm.episodes.reinit.DEFAULT_HEAD_INIT`) and ``inner_steps_test`` (default:
+    the run's). Every refusal happens here, before scoring.
     """
     state = load_checkpoint(path)
-    moved = {"split_file": str(split_file)} if split_file else {}
+    moved: dict[str, Any] = {"split_file": str(split_file)} if split_file else {}
+    if inner_steps_test is not None:
+        moved["inner_steps_test"] = inner_steps_test
     config = validate_config(state["config"] | moved, "options")
     check_lake_safe(config)
+    protocol = head_protocol(config, head_init, WAYS, fresh=True)  # a fresh head unless asked
+    if protocol is None and inner_steps_test is not None:
+        raise ConfigError(f"--inner-steps-test applies to {MAML_FAMILY}; this run is '{config.algo}'")
     runs_path = runs or default_runs_path(data_root or config.data_root)
-    return LakeTask(str(path), config, state, runs_path, load_runs(runs_path))
+    return LakeTask(str(path), config, state, runs_path, load_runs(runs_path), protocol)
 
 
 def score_lake20(
@@ -174,9 +211,17 @@ def score_lake20(
     model.load_state_dict(task.state["model"])
     alone = config.query_one_at_a_time if one_at_a_time is None else one_at_a_time
     callback = on_stage(BENCHMARK, len(task.runs)) if on_stage else None
+    adapted = None
+    if task.protocol is not None:
+        adapted = scoring_algorithm(
+            config.model_copy(update={"query_one_at_a_time": alone}), task.protocol.head_init
+        )
     correct = []
     for i, run in enumerate(task.runs):
-        correct.append(score_run(model, run, dev, one_at_a_time=alone))
+        if adapted is None:
+            correct.append(score_run(model, run, dev, one_at_a_time=alone))
+        else:
+            correct.append(score_run_adapted(adapted, model, run, dev))
         if callback is not None:
             callback(i + 1)
     items = [len(run.test_files) for run in task.runs]
@@ -188,6 +233,7 @@ def score_lake20(
         correct,
         items,
         [run_error(c, n) for c, n in zip(correct, items, strict=True)],
+        task.protocol.to_dict() if task.protocol is not None else None,
     )
 
 

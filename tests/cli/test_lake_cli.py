@@ -47,6 +47,39 @@ def test_lake20_json_scores_each_run(runs_zip: Path, tmp_path: Path) -> None:
     assert errors == expected_errors(SWAPS)  # copies are nearest; swapped labels are errors
     assert [r["run"] for r in result["runs"]][:2] == ["run01", "run02"]
     assert result["mean_error"] == pytest.approx(sum(errors) / 20)
+    assert "protocol" not in result  # nearest prototype: the output as before
+
+
+def test_lake20_scores_a_maml_run_and_records_its_protocol(runs_zip: Path, tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", dataset="omniglot-minimal", algo="maml", hidden=32, inner_steps_test=3)
+    args = ["--benchmark", "lake20", "--runs", str(runs_zip), "--head-init", "proto", "--json"]
+    code, stdout, stderr = invoke("evaluate", str(run), *args)
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    # Untrained: the copies are right only if the head starts as nearest prototype and stays so.
+    assert [r["error"] for r in result["runs"]] == expected_errors(SWAPS)
+    assert result["protocol"] == {
+        "algo": "maml",
+        "head": "linear",
+        "head_init": "proto",
+        "ways": 20,
+        "trained_ways": 5,
+        "inner_steps": 3,
+        "inner_lr": 0.4,
+        "inner_order": "first",
+        "adapts": "body and head",
+    }
+
+
+def test_lake20_table_of_an_anil_run_names_its_protocol(runs_zip: Path, tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", dataset="omniglot", algo="anil", head="linear-zero")
+    args = ["--benchmark", "lake20", "--runs", str(runs_zip), "--no-progress"]
+    code, stdout, stderr = invoke(
+        "evaluate", str(run), *args, "--head-init", "proto", "--inner-steps-test", "4"
+    )
+    assert code == 0, stderr
+    assert "head protocol: proto-init 20-way linear-zero head, 4 steps of lr 0.4 (head)" in stdout
+    assert "6.50" in stdout  # the mean error of the swapped answers alone
 
 
 def test_lake20_table_from_the_default_path(
@@ -66,6 +99,11 @@ def test_lake20_table_from_the_default_path(
         ({"dataset": "mini-imagenet"}, [], "trained on 'mini-imagenet'"),
         ({"dataset": "omniglot"}, ["--ways", "5"], "--ways do not apply to --benchmark lake20"),
         ({"dataset": "omniglot"}, ["--benchmark", "lake21"], "unknown benchmark 'lake21'"),
+        ({"dataset": "mini-imagenet", "algo": "maml"}, [], "trained on 'mini-imagenet'"),
+        ({"dataset": "omniglot", "algo": "maml"}, ["--head-init", "trained"], "keeps the run's 5-way head"),
+        ({"dataset": "omniglot", "algo": "anil"}, ["--head-init", "protos"], "unknown head init 'protos'"),
+        ({"dataset": "omniglot"}, ["--head-init", "zero"], "--head-init applies to MAML, FOMAML and ANIL"),
+        ({"dataset": "omniglot"}, ["--inner-steps-test", "2"], "--inner-steps-test applies to MAML"),
     ],
 )
 def test_refusals_are_one_line(

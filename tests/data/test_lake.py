@@ -17,7 +17,9 @@ from fewnorm.data import registry
 from fewnorm.data.download import download
 from fewnorm.data.lake import NUM_RUNS, default_runs_path, load_runs
 from fewnorm.data.scans import decode_pngs, preprocess
-from fewnorm.episodes.lake import check_lake_safe, run_error, score_run
+from fewnorm.episodes.algorithms import get_algorithm
+from fewnorm.episodes.lake import check_lake_safe, run_error, score_run, score_run_adapted
+from fewnorm.episodes.reinit import scoring_algorithm
 from fewnorm.errors import ConfigError, DataError
 from tests.data.synthetic_release import write_split_files
 
@@ -99,6 +101,43 @@ def test_copies_score_zero_error_zip_and_folder(tmp_path: Path) -> None:
         assert _score(nn.Flatten(), path) == [0.0] * NUM_RUNS, path
 
 
+def _score_adapted(config: RunConfig, head_init: str, path: Path, runs: int = NUM_RUNS) -> list[float]:
+    """Errors of a freshly initialized MAML-family model of ``config`` with a fresh head per run."""
+    torch.manual_seed(0)
+    model = get_algorithm(config).build(config, 1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    scorer = scoring_algorithm(config, head_init)
+    cpu = torch.device("cpu")
+    errors = [run_error(score_run_adapted(scorer, model, run, cpu), 20) for run in load_runs(path)[:runs]]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # scoring changed nothing
+    return errors
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"algo": "anil", "inner_steps_test": 10}, {"algo": "fomaml", "hidden": 32, "inner_steps_test": 3}],
+    ids=["anil", "fomaml"],
+)
+def test_maml_family_copies_score_exactly_the_swapped_error(settings: dict, swapped: Path) -> None:
+    """A prototype-initialised 20-way head, adapted on the training images: copies are right.
+
+    Untrained models: the 20 prototypes alone decide, so this holds only if the head starts as
+    the nearest-prototype classifier and the inner loop (lr 0.4) keeps the training images right.
+    """
+    config = RunConfig.model_validate({"dataset": "omniglot", "norm": "groupnorm", "hidden": 8, **settings})
+    assert _score_adapted(config, "proto", swapped) == expected_errors(SWAPS)
+
+
+def test_maml_family_scores_depend_on_the_head_init_and_the_inner_loop(swapped: Path) -> None:
+    """Neither is a no-op: a zero head or an absurd inner lr loses the copies."""
+    config = RunConfig(algo="anil", dataset="omniglot", norm="groupnorm", hidden=8, inner_steps_test=10)
+    exact = expected_errors(SWAPS)[:4]
+    zero = _score_adapted(config, "zero", swapped, runs=4)
+    assert all(z > e for z, e in zip(zero, exact, strict=True)), zero
+    wild = _score_adapted(config.model_copy(update={"inner_lr": 1e3}), "proto", swapped, runs=4)
+    assert all(w > e for w, e in zip(wild, exact, strict=True)), wild
+
+
 def test_swapped_answers_score_exactly_their_error(swapped: Path) -> None:
     errors = _score(nn.Flatten(), swapped)
     assert errors == expected_errors(SWAPS)
@@ -152,15 +191,23 @@ def test_default_path_prefers_the_zip(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("dataset", ["omniglot", "Omniglot_Minimal"])
-def test_alphabet_disjoint_models_may_be_scored(dataset: str) -> None:
-    check_lake_safe(RunConfig(dataset=dataset))
+@pytest.mark.parametrize("algo", ["protonet", "maml", "fomaml", "anil"])
+def test_alphabet_disjoint_models_may_be_scored(dataset: str, algo: str) -> None:
+    check_lake_safe(RunConfig(dataset=dataset, algo=algo))
 
 
 @pytest.mark.parametrize(
     ("config", "match"),
     [
         (RunConfig(dataset="mini-imagenet"), "not an Omniglot split known to be alphabet-disjoint"),
-        (RunConfig(dataset="omniglot", algo="maml"), "scores ProtoNet models"),
+        (
+            RunConfig(dataset="mini-imagenet", algo="anil"),
+            "not an Omniglot split known to be alphabet-disjoint",
+        ),
+        (
+            RunConfig.model_construct(dataset="omniglot", algo="reptile"),
+            "scores protonet, maml, fomaml, anil models; this run is 'reptile'",
+        ),
     ],
 )
 def test_other_models_are_refused(config: RunConfig, match: str) -> None:

@@ -1,0 +1,84 @@
+"""Re-scoring MAML-family checkpoints at other ways: the fixed episodes, a fresh head each.
+
+:func:`evaluate_with_protocol` is :func:`~fewnorm.episodes.evaluation.evaluate_checkpoint`
+for ProtoNet runs and for MAML-family runs at their trained ways (the same code path, the
+same numbers); at other ways, or when ``head_init`` asks for it, every fixed test episode
+(episode ``i`` from seed ``test_seed + i``, as always) is scored with a fresh head
+(:mod:`fewnorm.episodes.reinit`). The head protocol comes back with the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fewnorm.config import RunConfig, validate_config
+from fewnorm.data import load_split
+from fewnorm.episodes.algorithms import get_algorithm
+from fewnorm.episodes.evaluation import EvalResult, evaluate_checkpoint
+from fewnorm.episodes.loop import resolve_device
+from fewnorm.episodes.reinit import HeadProtocol, head_protocol, scoring_algorithm
+from fewnorm.episodes.sampler import EpisodeSampler
+from fewnorm.errors import ConfigError
+from fewnorm.metrics import mean_ci95
+from fewnorm.runs import load_checkpoint
+
+
+def evaluate_with_protocol(
+    path: Path,
+    *,
+    head_init: str | None = None,
+    ways: int | None = None,
+    shots: int | None = None,
+    queries: int | None = None,
+    episodes: int | None = None,
+    split: str = "test",
+    data_root: Path | None = None,
+    device: str = "cpu",
+    overrides: dict[str, Any] | None = None,
+    on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
+) -> tuple[EvalResult, HeadProtocol | None]:
+    """:func:`evaluate_checkpoint` (ProtoNet runs; MAML-family runs with their trained head),
+    or the same fixed episodes scored with a fresh head per episode, and the head protocol."""
+    settings: dict[str, Any] = {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes}
+    settings |= {"split": split, "data_root": data_root, "device": device, "overrides": overrides}
+    if split not in ("test", "val"):
+        raise ConfigError(f"--split must be test or val, got '{split}'")
+    state = load_checkpoint(path)
+    config = RunConfig.model_validate(state["config"])
+    if overrides:  # as evaluate_checkpoint: evaluation-time settings only
+        config = validate_config(config.model_dump() | overrides, "options")
+    protocol = head_protocol(config, head_init, ways or config.ways, fresh=False)
+    if protocol is None or protocol.head_init == "trained":  # today's path, bit-identical numbers
+        return evaluate_checkpoint(path, **settings, on_stage=on_stage), protocol
+    # The fixed episodes of evaluate_checkpoint (episode i from seed + i), each with a fresh head.
+    shots, queries = shots or config.shots, queries or config.queries
+    episodes = episodes or config.test_episodes
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be positive, got {episodes}")
+    root = str(data_root) if data_root else config.data_root
+    store = load_split(config.dataset, split, root, **config.data_options)
+    sampler = EpisodeSampler(store, protocol.ways, shots, queries, split=split)
+    dev = resolve_device(device)
+    model = get_algorithm(config).build(config, store.image_shape[0]).to(dev)
+    model.load_state_dict(state["model"])
+    scorer = scoring_algorithm(config, protocol.head_init)
+    seed = config.test_seed if split == "test" else config.val_seed
+    callback = on_stage(split, episodes) if on_stage else None
+    accuracies = []
+    for i in range(episodes):  # one fresh head per episode: its prototypes are its own
+        accuracies.append(scorer.evaluate(model, sampler.fixed(i, seed).to(dev)))
+        if callback is not None:
+            callback(i + 1)
+    result = EvalResult(
+        str(path),
+        config.model_dump(),
+        split,
+        protocol.ways,
+        shots,
+        queries,
+        mean_ci95(accuracies),
+        accuracies,
+    )
+    return result, protocol
