@@ -39,6 +39,8 @@ class Algorithm(Protocol):
 
     def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]: ...
 
+    def eval_chunk(self) -> int: ...
+
 
 def build_embedding(config: RunConfig, in_channels: int) -> nn.Module:
     """The configured backbone with the configured normalizer."""
@@ -88,6 +90,12 @@ class ProtoNet:
     def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]:
         return [self.evaluate(model, e) for e in episodes]  # one cheap forward each: nothing to batch
 
+    def eval_chunk(self) -> int:
+        return 1
+
+
+#: Fixed evaluation episodes adapted together by one vmap when evaluation is vectorized.
+VECTORIZED_EVAL_CHUNK = 20
 
 #: Largest meta-batch MAML accepts: Finn et al. used 32 (Omniglot 5-way) down to 2 (miniImageNet 5-shot).
 MAX_META_BATCH = 256
@@ -122,7 +130,15 @@ def meta_batch_path(config: RunConfig, *, training: bool = True) -> tuple[bool, 
         if config.dropblock:
             return False, "per-task loop: DropBlock draws random masks, which vmap would draw differently"
     vectorized, why = get_norm(config.norm).vmap_status()
-    return vectorized, f"{config.norm}: {why}" if not vectorized else why
+    if not vectorized:
+        return False, f"{config.norm}: {why}"
+    if config.vectorize is False:
+        return False, "per-task loop: vectorize turned off"
+    if config.vectorize is None and not config.device.startswith("cuda"):
+        # Measured (docs/performance.md): vmap's grouped convolutions are 2-3x slower than
+        # the per-task loop on a 2-core CPU; on a GPU the batched kernels are what pays.
+        return False, "per-task loop: on CPU the loop is faster (--vectorize to force vmap)"
+    return True, why
 
 
 class MAML:
@@ -171,6 +187,10 @@ class MAML:
     def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]:
         loop = self.inner_loop(training=False)
         return maml_evaluate_many(model, episodes, loop, one_at_a_time=self.config.query_one_at_a_time)
+
+    def eval_chunk(self) -> int:
+        """Fixed episodes scored together: 20 when vectorized, else one (progress per episode)."""
+        return VECTORIZED_EVAL_CHUNK if self.inner_loop(training=False).vectorize else 1
 
 
 class FOMAML(MAML):

@@ -88,18 +88,19 @@ def test_ray_sweep_matches_the_local_engine(
     assert code == 0 and "2/2 runs already done" in stderr  # resumable as the local engine
 
 
-def killing_hub(log: Path, victim: str, after: int) -> type[compare_ray.Hub]:
-    """A hub that logs every event and SIGKILLs ``victim``'s worker at its first episode past ``after``.
+def killing_hub(log: Path, victim: str, validation: int) -> type[compare_ray.Hub]:
+    """A hub that logs every event and SIGKILLs ``victim``'s worker as its ``validation``-th one ends.
 
-    The worker waits for the hub's answer to each report, so the kill lands mid-training,
-    after the checkpoint of episode ``VAL_EVERY`` and before the run can finish.
+    Episode ticks are throttled, but the last event of a validation always reaches the hub,
+    and the worker waits for the answer: with ``validation=2`` the kill lands after the
+    checkpoint of episode ``VAL_EVERY`` and before that of episode ``2 * VAL_EVERY``.
     """
 
     class KillingHub(compare_ray.Hub):
         def __init__(self) -> None:
             super().__init__()
             self.pids: dict[str, int] = {}
-            self.killed = False
+            self.validations = 0
 
         def report(self, event: Any) -> bool:
             with open(log, "a") as fh:
@@ -107,9 +108,10 @@ def killing_hub(log: Path, victim: str, after: int) -> type[compare_ray.Hub]:
             kind, name = event[0], event[1]
             if kind == "worker":
                 self.pids[name] = event[2]
-            elif kind == "episode" and name == victim and event[2] > after and not self.killed:
-                self.killed = True
-                os.kill(self.pids[name], signal.SIGKILL)
+            elif kind == "stage" and name == victim and event[2] == "validate" and event[3] == event[4]:
+                self.validations += 1
+                if self.validations == validation:
+                    os.kill(self.pids[name], signal.SIGKILL)
             return super().report(event)
 
     return KillingHub
@@ -120,7 +122,7 @@ def test_killed_worker_is_retried_and_resumes(
     ray_session: Any, local_sweep: Path, data_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = tmp_path / "events.jsonl"
-    monkeypatch.setattr(compare_ray, "Hub", killing_hub(log, "groupnorm-seed0", VAL_EVERY + 1))
+    monkeypatch.setattr(compare_ray, "Hub", killing_hub(log, "groupnorm-seed0", validation=2))
     out = tmp_path / "ray"
     code, _, stderr = invoke("compare", *TINY, "--engine", "ray", "--out", str(out))
     assert code == 0, stderr
@@ -128,8 +130,8 @@ def test_killed_worker_is_retried_and_resumes(
     mine = [e for e in events if e[1] == "groupnorm-seed0"]
     attempts = [i for i, e in enumerate(mine) if e[0] == "worker"]
     assert len(attempts) == 2 and mine[attempts[0]][2] != mine[attempts[1]][2]  # retried in a new process
-    killed_at = [e[2] for e in mine[: attempts[1]] if e[0] == "episode"][-1]
-    assert VAL_EVERY < killed_at < 30  # the first attempt died mid-training, past its checkpoint
+    stages = [e for e in mine[: attempts[1]] if e[0] == "stage" and e[2] == "validate" and e[3] == e[4]]
+    assert len(stages) == 2  # killed as the validation of episode 20 ended, before its checkpoint
     first_episode = next(e[2] for e in mine[attempts[1] :] if e[0] == "episode")
     assert first_episode == VAL_EVERY + 1  # the retry resumed from that checkpoint, not from scratch
     assert [e[2] for e in mine if e[0] == "done"] == ["ok"]

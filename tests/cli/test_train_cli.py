@@ -270,3 +270,34 @@ def test_plugin_file_trains_and_evaluates(data_env: Path, tmp_path: Path) -> Non
     assert json.loads(stdout)["config"]["norm"] == "clinorm"
     code, _, stderr = invoke("evaluate", str(out), "--plugin", str(plugin), "--no-progress", "--json")
     assert code == 0, stderr
+
+
+def test_default_threads_are_chosen_and_recorded(trained_run: tuple[Path, dict]) -> None:
+    from fewnorm.config import default_threads
+
+    out, summary = trained_run
+    assert summary["config"]["threads"] == default_threads()
+    assert json.loads((out / "versions.json").read_text())["torch_threads"] == default_threads()
+
+
+def test_threads_flag_sets_and_records_torch_threads(tmp_path: Path, omniglot_root: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    out = tmp_path / "r"
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("FEWNORM_DATA", str(omniglot_root))
+            code, stdout, stderr = invoke("train", *SHORT, "--threads", "1", "--out", str(out), "--json")
+        assert code == 0, stderr
+        assert json.loads(stdout)["config"]["threads"] == 1
+        assert json.loads((out / "versions.json").read_text())["torch_threads"] == 1
+        code, _, stderr = invoke("train", "--resume", str(out), "--threads", "2")
+        assert code == 2 and "drop --threads" in stderr
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bad_threads_value_is_one_line(tmp_path: Path) -> None:
+    code, _, stderr = invoke("train", "--threads", "0", "--out", str(tmp_path / "r"))
+    assert code != 0 and "threads" in stderr and "Traceback" not in stderr

@@ -275,6 +275,7 @@ def test_cli_ctrl_c_exits_130_and_resume_finishes(
     options = ["--norm", "batchnorm", "--hidden", "8", "--episodes", "7", "--val-every", "2"]
     options += ["--val-episodes", "3", "--test-episodes", "4", "--train-ways", "5", "--train-queries", "2"]
     options += ["--queries", "3", "--no-progress"]
+    options += ["--threads", str(torch.get_num_threads())]  # the reference's: bits depend on it
     run = tmp_path / "run"
     monkeypatch.setattr(TrainProgress, "on_episode", interrupt)
     args = ["train", *options, "--out", str(run), "--json"]

@@ -79,7 +79,7 @@ def test_vectorized_step_takes_the_vmap_path(monkeypatch: pytest.MonkeyPatch) ->
         return real(model, episodes, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(maml_module, "vectorized_task_losses", spy)
-    config = RunConfig(algo="maml", hidden=8, meta_batch=4)
+    config = RunConfig(algo="maml", hidden=8, meta_batch=4, vectorize=True)
     assert get_algorithm(config).inner_loop(training=True).vectorize  # type: ignore[attr-defined]
     _meta_gradients(config, _episodes(4), vectorize=True, steps=1)
     _meta_gradients(config, _episodes(4), vectorize=False, steps=1)
@@ -90,7 +90,7 @@ def test_vectorized_step_takes_the_vmap_path(monkeypatch: pytest.MonkeyPatch) ->
 def test_undeclared_normalizers_fall_back_and_say_why(norm: str) -> None:
     if norm not in {s.name for s in list_norms()}:
         pytest.skip("the example plugin is not installed")
-    vectorized, why = meta_batch_path(RunConfig(algo="maml", norm=norm, meta_batch=4))
+    vectorized, why = meta_batch_path(RunConfig(algo="maml", norm=norm, meta_batch=4, vectorize=True))
     assert not vectorized
     assert "per-task loop" in why and "vmap=True" in why
     assert (
@@ -154,7 +154,12 @@ def test_vectorized_float32_step_matches_the_loop() -> None:
 @pytest.mark.parametrize("norm", ["batchnorm", "tasknorm-i", "swbn", "iternorm"])
 def test_vectorized_evaluation_scores_each_episode_as_alone(norm: str, one_at_a_time: bool) -> None:
     config = RunConfig(
-        algo="maml", norm=norm, hidden=8, inner_steps_test=3, query_one_at_a_time=one_at_a_time
+        algo="maml",
+        norm=norm,
+        hidden=8,
+        inner_steps_test=3,
+        query_one_at_a_time=one_at_a_time,
+        vectorize=True,
     )
     algorithm = get_algorithm(config)
     torch.manual_seed(0)
@@ -168,3 +173,18 @@ def test_vectorized_evaluation_scores_each_episode_as_alone(norm: str, one_at_a_
     assert len(set(alone)) > 1  # the episodes differ, so a mix-up between them would show
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, False),
+        ({"vectorize": True}, True),
+        ({"device": "cuda"}, True),
+        ({"device": "cuda", "vectorize": False}, False),
+    ],
+)
+def test_vectorize_is_on_for_cuda_and_when_asked(settings: dict[str, object], expected: bool) -> None:
+    vectorized, why = meta_batch_path(RunConfig(algo="maml", meta_batch=4, **settings))  # type: ignore[arg-type]
+    assert vectorized is expected
+    assert ("per-task loop" in why) is not expected
