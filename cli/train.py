@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fewnorm.errors import ConfigError
+from fewnorm.errors import ConfigError, FewnormError
 
 PLUGIN_HELP = "Load normalizer registration code from FILE.py or package.module (repeatable)."
 SPLIT_FILE_HELP = (
@@ -59,7 +59,12 @@ def train(
     episodes: int | None = typer.Option(
         None, help="Training episodes (outer steps; default 1200, MAML-family 8000)."
     ),
-    meta_batch: int | None = typer.Option(None, help="Episodes per outer step."),
+    meta_batch: int | None = typer.Option(
+        None,
+        "--meta-batch",
+        "--episodes-per-step",
+        help="Episodes per outer step (MAML's meta-batch; ProtoNet's episodes per step).",
+    ),
     inner_lr: float | None = typer.Option(None, help="MAML inner learning rate."),
     inner_steps: int | None = typer.Option(None, help="MAML inner steps in training."),
     inner_steps_test: int | None = typer.Option(
@@ -88,6 +93,14 @@ def train(
     config: Path | None = typer.Option(None, "--config", help="YAML config file; options override it."),
     seed: int | None = typer.Option(None, help="Seed of initialization and training episodes."),
     device: str | None = typer.Option(None, help="cpu | cuda | cuda:N."),
+    vectorize: bool | None = typer.Option(
+        None,
+        "--vectorize/--no-vectorize",
+        help="MAML family: adapt a meta-batch's tasks together with vmap (default: on CUDA only).",
+    ),
+    threads: int | None = typer.Option(
+        None, help="Torch intra-op threads (default: the usable CPUs / processes, at most 8; recorded)."
+    ),
     data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<time>-<dataset>-<norm>)."),
     resume: Path | None = typer.Option(
@@ -96,14 +109,25 @@ def train(
         help="Continue the interrupted run in RUN_DIR from its last checkpoint.",
         metavar="RUN_DIR",
     ),
+    nproc: int | None = typer.Option(
+        None,
+        min=1,
+        help="Split each step's episodes over N processes (torchrun's agent; gloo on CPU, nccl on CUDA).",
+    ),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
     """Train a few-shot model with the chosen normalizer and score it on fixed test episodes."""
-    from fewnorm.config import resolve_config
+    from fewnorm import torchrun
+    from fewnorm.config import default_threads, resolve_config
+    from fewnorm.distributed import check_resume_world_size
 
     load_plugins(plugin)
+    launched = torchrun.launched_world_size()
+    if nproc is not None and launched is not None:
+        raise ConfigError("--nproc starts torchrun itself; under torchrun, drop --nproc")
+    processes = nproc or launched
     overrides: dict[str, Any] = {
         "algo": algo,
         **dataset_options(dataset, split_file),
@@ -133,6 +157,8 @@ def train(
         "test_episodes": test_episodes,
         "seed": seed,
         "device": device,
+        "threads": threads,
+        "vectorize": vectorize,
         "data_root": str(data_root) if data_root else None,
     }
     if resume is not None:
@@ -146,18 +172,26 @@ def train(
         if not (resume / "config.yaml").is_file():
             raise ConfigError(f"'{resume}' is not a run directory (no config.yaml); pass the run's --out")
         resolved = resolve_config(resume / "config.yaml")
+        check_resume_world_size(resolved.world_size, processes, resume)
         run_dir = resume
     else:
-        resolved = resolve_config(config, overrides)
+        resolved = resolve_config(config, overrides | {"world_size": processes})
         resolved = _check_norm(resolved, parse_norm_options(norm_opt))
+        if resolved.threads is None:
+            resolved = resolved.model_copy(update={"threads": default_threads(processes or 1)})
         run_dir = out or _default_out(resolved.dataset, resolved.norm)
+    if nproc is not None:
+        _launch(nproc, resolved, run_dir, resume is not None, plugin, json_output, progress)
+        return
+    leader = torchrun.launched_rank() in (None, 0)  # other ranks train silently
 
     from fewnorm.cli.render import print_json, stdout, summary_table, train_progress
+    from fewnorm.distributed import resume_command
     from fewnorm.episodes.loop import RunInterrupted
     from fewnorm.episodes.loop import train as run_training
 
     try:
-        with train_progress(progress and not json_output) as bars:
+        with train_progress(progress and not json_output and leader) as bars:
             summary = run_training(
                 resolved,
                 run_dir,
@@ -166,12 +200,21 @@ def train(
                 on_stage=bars.on_stage,
             )
     except RunInterrupted as stop:
-        typer.echo(
-            f"interrupted at episode {stop.episode}/{stop.total}; checkpoint saved; "
-            f"resume with: fewnorm train --resume {stop.run_dir}",
-            err=True,
-        )
+        if leader:
+            typer.echo(
+                f"interrupted at episode {stop.episode}/{stop.total}; checkpoint saved; "
+                f"resume with: {resume_command(resolved.world_size, stop.run_dir)}",
+                err=True,
+            )
         raise typer.Exit(130) from None
+    except FewnormError:
+        if not leader:  # every rank meets the same error (divergence included): rank 0 says it once
+            raise typer.Exit(2) from None
+        raise
+    finally:
+        torchrun.leave()
+    if not leader:
+        return
     if json_output:
         print_json(summary.to_dict() | {"test_accuracies": None})
     else:
@@ -193,3 +236,43 @@ def _default_out(dataset: str, norm: str) -> Path:
     from fewnorm.runs import default_run_dir
 
     return default_run_dir(f"{dataset}-{norm}")
+
+
+def _launch(
+    nproc: int,
+    config: Any,
+    run_dir: Path,
+    resume: bool,
+    plugins: list[str] | None,
+    json_output: bool,
+    progress: bool,
+) -> None:
+    """``fewnorm train --nproc N``: the resolved run on N torchrun workers; exits as its first failure."""
+    import tempfile
+
+    import yaml
+
+    from fewnorm.data import load_split
+    from fewnorm.episodes.loop import check_resumable
+    from fewnorm.runs import RunDir
+    from fewnorm.torchrun import launch
+
+    # What the ranks would refuse is refused here, in one line; the cache is decoded by one process.
+    if resume:
+        check_resumable(run_dir)
+    else:
+        RunDir(run_dir).prepare()
+    for split in ("train", "val", "test"):
+        load_split(config.dataset, split, config.data_root, **config.data_options)
+    flags = [f"--plugin={p}" for p in plugins or []]
+    flags += ["--json"] * json_output + ["--no-progress"] * (not progress)
+    with tempfile.TemporaryDirectory(prefix="fewnorm-nproc-") as tmp:
+        if resume:
+            args = ["train", "--resume", str(run_dir), *flags]
+        else:
+            file = Path(tmp) / "config.yaml"
+            file.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+            args = ["train", "--config", str(file), "--out", str(run_dir), *flags]
+        code = launch(nproc, args)
+    if code:
+        raise typer.Exit(code)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fewnorm import distributed, torchrun
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
 from fewnorm.data.augment import augment_episode
@@ -88,13 +89,20 @@ def evaluate(
     base_seed: int,
     device: torch.device,
     on_episode: Callable[[int], None] | None = None,
+    group: distributed.Group | None = None,
 ) -> list[float]:
-    """Accuracy on each of the fixed episodes ``base_seed + i``, ``i < episodes``."""
-    accuracies = []
-    for i in range(episodes):
-        accuracies.append(algorithm.evaluate(model, sampler.fixed(i, base_seed).to(device)))
+    """Accuracy on each of the fixed episodes ``base_seed + i``, ``i < episodes`` (split over ``group``)."""
+    if group is not None:
+        return group.evaluate(
+            lambda i: algorithm.evaluate(model, sampler.fixed(i, base_seed).to(device)), episodes, on_episode
+        )
+    accuracies: list[float] = []
+    size = algorithm.eval_chunk()  # vectorized MAML adapts a chunk of episodes together
+    for start in range(0, episodes, size):
+        chunk = range(start, min(start + size, episodes))
+        accuracies += algorithm.evaluate_many(model, [sampler.fixed(i, base_seed).to(device) for i in chunk])
         if on_episode is not None:
-            on_episode(i + 1)
+            on_episode(len(accuracies))
     return accuracies
 
 
@@ -189,6 +197,15 @@ def set_device_rng_state(device: torch.device, state: torch.Tensor | None) -> No
         torch.cuda.set_rng_state(state, device)
 
 
+def check_resumable(path: Path) -> None:
+    """Refuse, in one line, a run directory whose run has finished or diverged."""
+    status = run_status(path)
+    if status == "finished":
+        raise FewnormError(f"run '{path}' has already finished; there is nothing to resume")
+    if status == "diverged":
+        raise FewnormError(f"run '{path}' diverged; resuming would repeat it (see diverged.json)")
+
+
 def _restore(
     runs: RunDir,
     config: RunConfig,
@@ -199,14 +216,11 @@ def _restore(
     device: torch.device,
 ) -> TrainState:
     """Load ``last.pt`` into the fresh objects; ``metrics.jsonl`` is cut back to the checkpoint."""
-    status = run_status(runs.path)
-    if status == "finished":
-        raise FewnormError(f"run '{runs.path}' has already finished; there is nothing to resume")
-    if status == "diverged":
-        raise FewnormError(f"run '{runs.path}' diverged; resuming would repeat it (see diverged.json)")
+    check_resumable(runs.path)
     checkpoint = runs.load_last()
     # Validated, so that keys added to RunConfig after the checkpoint was written get their defaults.
     saved = validate_config(checkpoint["config"], f"checkpoint in '{runs.path}'")
+    distributed.check_resume_world_size(saved.world_size, config.world_size, runs.path)
     if saved.model_dump() != config.model_dump():
         raise ConfigError(f"'{runs.path}' was trained with other settings; resume it with its own config")
     model.load_state_dict(checkpoint["model"])
@@ -241,7 +255,10 @@ def train(
     partial summary, then raises :class:`RunInterrupted`.
     """
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    group = torchrun.join(config)  # None: one process without torchrun, the ordinary path
+    if config.threads is not None:  # recorded in the run: CPU results depend on the thread count
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device) if group is None else group.device
     stores = {
         split: load_split(config.dataset, split, config.data_root, **config.data_options)
         for split in ("train", "val", "test")
@@ -265,7 +282,7 @@ def train(
         if config.lr_halve_every
         else None
     )
-    runs = RunDir(run_dir)
+    runs = RunDir(run_dir) if group is None else group.run_dir(run_dir)
     generator = torch.Generator().manual_seed(config.seed)
     if resume:
         state = _restore(runs, config, model, optimizer, scheduler, generator, device)
@@ -274,6 +291,8 @@ def train(
         runs.write_config(config.model_dump())
         runs.write_versions()
         state = TrainState(best_state=copy.deepcopy(model.state_dict()))
+    if group is not None:
+        group.attach(model, optimizer)
 
     def record(entry: dict[str, Any]) -> None:
         state.records.append(entry)
@@ -292,7 +311,14 @@ def train(
                 callback = on_stage("validate", config.val_episodes) if on_stage else None
                 val = mean_ci95(
                     evaluate(
-                        algorithm, model, val_sampler, config.val_episodes, config.val_seed, device, callback
+                        algorithm,
+                        model,
+                        val_sampler,
+                        config.val_episodes,
+                        config.val_seed,
+                        device,
+                        callback,
+                        group,
                     )
                 )
                 with _deferred_sigint():
@@ -324,11 +350,16 @@ def train(
             with _deferred_sigint():
                 episode = state.episode + 1
                 t0 = time.perf_counter()
-                drawn = [train_sampler.sample(generator) for _ in range(config.meta_batch)]
-                if config.augment:  # training episodes only, from the training generator
-                    drawn = [augment_episode(e, generator) for e in drawn]
-                batch = [e.to(device) for e in drawn]
+                if group is None:
+                    drawn = [train_sampler.sample(generator) for _ in range(config.meta_batch)]
+                    if config.augment:  # training episodes only, from the training generator
+                        drawn = [augment_episode(e, generator) for e in drawn]
+                    batch = [e.to(device) for e in drawn]
+                else:  # this rank's share; task j of this step drawn from (seed, episode, j)
+                    batch = group.step_tasks(train_sampler, config, episode)
                 result = algorithm.train_step(model, optimizer, batch)
+                if group is not None:  # logged and checked for divergence alike on every rank
+                    result = group.mean_result(result)
                 if scheduler is not None:
                     scheduler.step()
                 state.train_time += time.perf_counter() - t0
@@ -359,7 +390,7 @@ def train(
         model.load_state_dict(state.best_state)
         callback = on_stage("test", config.test_episodes) if on_stage else None
         accuracies = evaluate(
-            algorithm, model, test_sampler, config.test_episodes, config.test_seed, device, callback
+            algorithm, model, test_sampler, config.test_episodes, config.test_seed, device, callback, group
         )
     except KeyboardInterrupt:
         if not testing and saved != (state.episode, state.validated):

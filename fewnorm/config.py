@@ -76,6 +76,9 @@ class RunConfig(BaseModel):
         1200, gt=0, description="training episodes (outer steps); MAML-family defaults: ALGORITHM_DEFAULTS"
     )
     meta_batch: int = Field(1, gt=0, description="episodes per outer step")
+    world_size: int | None = Field(
+        None, gt=0, description="processes sharing each step (torchrun); None: one, the ordinary seeding"
+    )
     lr: float = Field(1e-3, gt=0)
     lr_halve_every: int = Field(0, ge=0, description="halve lr every N episodes (0: never)")
     val_every: int = Field(200, gt=0)
@@ -92,6 +95,16 @@ class RunConfig(BaseModel):
     val_seed: int = Field(10_000_000, ge=0, description="val episode i is drawn from val_seed + i")
     test_seed: int = Field(20_000_000, ge=0, description="test episode i from test_seed + i")
     device: str = "cpu"
+    vectorize: bool | None = Field(
+        None,
+        description="MAML family: adapt a meta-batch's tasks together with torch.func.vmap "
+        "(None: on CUDA devices only; on these CPUs the grouped convolutions measured slower)",
+    )
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch intra-op threads (None: torch's own; fewnorm train sets default_threads())",
+    )
     data_root: str | None = None
     split_file: str | None = Field(
         None, description="omniglot-vinyals: folder of train.txt, val.txt, test.txt (or one of them)"
@@ -139,6 +152,15 @@ class RunConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _equal_shares(self) -> RunConfig:
+        if self.world_size and self.meta_batch % self.world_size:
+            raise ValueError(
+                f"meta_batch {self.meta_batch} (--meta-batch / --episodes-per-step) must be a multiple of "
+                f"world_size {self.world_size}: every process takes an equal share of each step's episodes"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _dropblock_needs_resnet12(self) -> RunConfig:
         if self.dropblock and self.backbone != "resnet12":
             raise ValueError(f"dropblock applies to the resnet12 backbone only, not {self.backbone}")
@@ -179,6 +201,22 @@ class RunConfig(BaseModel):
     @property
     def effective_train_shots(self) -> int:
         return self.train_shots or self.shots
+
+
+#: Above this many threads a Conv-4 episode (5 to 100 small images) gets no faster.
+MAX_DEFAULT_THREADS = 8
+
+
+def default_threads(processes: int = 1) -> int:
+    """Intra-op threads for a run: the CPUs this process may use, shared by ``processes``, at most 8.
+
+    Recorded in the run config because CPU results are bit-identical only at equal thread
+    counts (sums run in another order).
+    """
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_THREADS, cpus // max(1, processes)))
 
 
 def _one_line(exc: ValidationError, where: str) -> ConfigError:
