@@ -24,6 +24,14 @@ from fewnorm.names import normalize_name, unknown_name
 from fewnorm.norms import get_norm
 
 
+class EpisodeScorer(Protocol):
+    """What scores fixed episodes without changing the model (an algorithm, or a fresh-head scorer)."""
+
+    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]: ...
+
+    def eval_chunk(self) -> int: ...
+
+
 class Algorithm(Protocol):
     name: str
 

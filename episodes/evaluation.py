@@ -9,7 +9,7 @@ from typing import Any
 
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
-from fewnorm.episodes.algorithms import get_algorithm
+from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm
 from fewnorm.episodes.loop import evaluate, resolve_device
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError
@@ -56,8 +56,13 @@ def evaluate_checkpoint(
     device: str = "cpu",
     overrides: dict[str, Any] | None = None,
     on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
+    scorer: Callable[[RunConfig], EpisodeScorer] | None = None,
 ) -> EvalResult:
-    """Score the checkpoint at ``path`` on fixed ``split`` episodes (the run's settings by default)."""
+    """Score the checkpoint at ``path`` on fixed ``split`` episodes (the run's settings by default).
+
+    ``scorer(config)`` scores the episodes instead of the run's own algorithm (a fresh head
+    per episode, :mod:`fewnorm.episodes.reinit_eval`).
+    """
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be test or val, got '{split}'")
     state = load_checkpoint(path)
@@ -77,7 +82,9 @@ def evaluate_checkpoint(
     model.load_state_dict(state["model"])
     seed = config.test_seed if split == "test" else config.val_seed
     callback = on_stage(split, episodes) if on_stage else None
-    accuracies = evaluate(algorithm, model, sampler, episodes, seed, dev, callback)
+    accuracies = evaluate(
+        scorer(config) if scorer else algorithm, model, sampler, episodes, seed, dev, callback
+    )
     return EvalResult(
         str(path),
         config.model_dump(),

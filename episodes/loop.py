@@ -30,7 +30,7 @@ from fewnorm import distributed, torchrun
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
 from fewnorm.data.augment import augment_episode
-from fewnorm.episodes.algorithms import Algorithm, get_algorithm
+from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError, FewnormError, TrainingDivergedError
 from fewnorm.metrics import Interval, mean_ci95
@@ -82,7 +82,7 @@ def build_model(config: RunConfig, in_channels: int) -> nn.Module:
 
 
 def evaluate(
-    algorithm: Algorithm,
+    algorithm: EpisodeScorer,
     model: nn.Module,
     sampler: EpisodeSampler,
     episodes: int,

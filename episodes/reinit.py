@@ -34,6 +34,7 @@ affine-divergence head follows unmeasured, as its proto logits are ProtoNet's, r
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -184,6 +185,10 @@ class TaskScorer(Protocol):
 
     def evaluate(self, model: nn.Module, episode: Episode) -> float: ...
 
+    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]: ...
+
+    def eval_chunk(self) -> int: ...
+
 
 class FreshHead:
     """Scores each task of a MAML-family run with a fresh head: ``head_init``, then the run's
@@ -199,6 +204,12 @@ class FreshHead:
             model, episode.support, episode.support_labels, episode.ways, self.head_init
         )
         return maml_evaluate(fresh, episode, self.loop, one_at_a_time=self.one_at_a_time)
+
+    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]:
+        return [self.evaluate(model, e) for e in episodes]
+
+    def eval_chunk(self) -> int:
+        return 1  # one fresh head per episode: its prototypes are its own
 
 
 def scoring_algorithm(config: RunConfig, head_init: str) -> TaskScorer:

@@ -14,14 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from fewnorm.config import RunConfig, validate_config
-from fewnorm.data import load_split
-from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.evaluation import EvalResult, evaluate_checkpoint
-from fewnorm.episodes.loop import resolve_device
 from fewnorm.episodes.reinit import HeadProtocol, head_protocol, scoring_algorithm
-from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError
-from fewnorm.metrics import mean_ci95
 from fewnorm.runs import load_checkpoint
 
 
@@ -52,33 +47,10 @@ def evaluate_with_protocol(
     protocol = head_protocol(config, head_init, ways or config.ways, fresh=False)
     if protocol is None or protocol.head_init == "trained":  # today's path, bit-identical numbers
         return evaluate_checkpoint(path, **settings, on_stage=on_stage), protocol
-    # The fixed episodes of evaluate_checkpoint (episode i from seed + i), each with a fresh head.
-    shots, queries = shots or config.shots, queries or config.queries
-    episodes = episodes or config.test_episodes
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be positive, got {episodes}")
-    root = str(data_root) if data_root else config.data_root
-    store = load_split(config.dataset, split, root, **config.data_options)
-    sampler = EpisodeSampler(store, protocol.ways, shots, queries, split=split)
-    dev = resolve_device(device)
-    model = get_algorithm(config).build(config, store.image_shape[0]).to(dev)
-    model.load_state_dict(state["model"])
-    scorer = scoring_algorithm(config, protocol.head_init)
-    seed = config.test_seed if split == "test" else config.val_seed
-    callback = on_stage(split, episodes) if on_stage else None
-    accuracies = []
-    for i in range(episodes):  # one fresh head per episode: its prototypes are its own
-        accuracies.append(scorer.evaluate(model, sampler.fixed(i, seed).to(dev)))
-        if callback is not None:
-            callback(i + 1)
-    result = EvalResult(
-        str(path),
-        config.model_dump(),
-        split,
-        protocol.ways,
-        shots,
-        queries,
-        mean_ci95(accuracies),
-        accuracies,
+    # The same fixed episodes (episode i from seed + i), each scored with a fresh head.
+    init = protocol.head_init
+    settings["ways"] = protocol.ways
+    result = evaluate_checkpoint(
+        path, **settings, on_stage=on_stage, scorer=lambda run: scoring_algorithm(run, init)
     )
     return result, protocol
