@@ -158,6 +158,7 @@ class MAML:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
+        self._loops: dict[bool, InnerLoop] = {}
 
     def build(self, config: RunConfig, in_channels: int) -> nn.Module:
         check_maml_config(config)
@@ -173,6 +174,12 @@ class MAML:
         return torch.optim.Adam(model.parameters(), lr=config.lr)
 
     def inner_loop(self, *, training: bool) -> InnerLoop:
+        """The inner loop of training or evaluation (made once: every step asks for it)."""
+        if training not in self._loops:
+            self._loops[training] = self._make_inner_loop(training)
+        return self._loops[training]
+
+    def _make_inner_loop(self, training: bool) -> InnerLoop:
         c = self.config
         return InnerLoop(
             lr=c.inner_lr,

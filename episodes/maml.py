@@ -180,9 +180,9 @@ def maml_train_step(
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    for episode in episodes:
-        check_ways(model, episode)
     if loop.vectorize and vectorize_blocker(episodes, loop.buffer_policy) is None:
+        for episode in episodes:  # the per-task loop checks in maml_task_loss
+            check_ways(model, episode)
         params: Tensors = dict(model.named_parameters())
         losses, accuracies = vectorized_task_losses(
             model,
