@@ -1,19 +1,27 @@
-"""N-way K-shot Q-query episodes drawn from an in-memory uint8 store, one gather each."""
+"""N-way K-shot Q-query episodes drawn from an in-memory image store, one gather each."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from fewnorm.data.store import ImageStore
 from fewnorm.errors import ConfigError
 
+#: Stores up to this size as float32 are converted once per sampler (omniglot-minimal: 27 MB)
+#: rather than per episode: an episode is then one row gather, its cheapest form.
+FLOAT_CACHE_BYTES = 512 * 2**20
+
 
 @dataclass(frozen=True)
 class Episode:
-    """One task. Images are float in [0, 1]; labels are 0..ways-1, grouped by class."""
+    """One task. Images are float in [0, 1]; labels are 0..ways-1, grouped by class.
+
+    A sampler hands every episode the same two label tensors: treat them as read-only.
+    """
 
     support: Tensor  # (ways*shots, C, H, W)
     support_labels: Tensor  # (ways*shots,)
@@ -39,8 +47,12 @@ class EpisodeSampler:
     """Draws episodes from ``store``; ``fixed(i)`` is episode ``i`` of a reproducible set.
 
     An episode is one ``randperm`` over classes, one ``argsort`` of random keys
-    over each chosen class's images, and one gather of ``ways * (shots + queries)``
-    uint8 images converted to float in one go: no per-image Python.
+    over each chosen class's images, and one ``index_select`` of ``ways * (shots +
+    queries)`` rows, support rows first, so support and query are contiguous views
+    of it: no per-image Python. Stores of at most ``FLOAT_CACHE_BYTES`` as float are
+    converted to float once, here; larger ones convert each episode's rows in one
+    kernel. The labels are the same two tensors in every episode of a sampler (they
+    never change): do not modify them in place.
     """
 
     def __init__(self, store: ImageStore, ways: int, shots: int, queries: int, *, split: str = "") -> None:
@@ -61,26 +73,39 @@ class EpisodeSampler:
             )
         self.store, self.ways, self.shots, self.queries = store, ways, shots, queries
         self._max_size = int(store.class_sizes.max())
+        # Classes of one size (Omniglot, miniImageNet) need no mask past a class's end.
+        self._uneven = smallest < self._max_size
+        self._floats = float_images(store) if float_bytes(store) <= FLOAT_CACHE_BYTES else None
+        # Where each episode row sits in the (ways, max_size) matrix of sorted picks:
+        # the support rows of every class, then the query rows, each grouped by class.
+        picks = np.arange(ways)[:, None] * self._max_size + np.arange(shots + queries)  # (ways, k)
+        self._order = np.concatenate([picks[:, :shots].ravel(), picks[:, shots:].ravel()])  # (ways*k,)
+        self._starts, self._sizes = store.class_starts.numpy(), store.class_sizes.numpy()
+        labels = torch.arange(ways)
+        self._support_labels = labels.repeat_interleave(shots)  # (ways*shots,)
+        self._query_labels = labels.repeat_interleave(queries)  # (ways*queries,)
 
     def sample(self, generator: torch.Generator) -> Episode:
         """A random episode; the same generator state gives the same episode."""
-        store, ways, k = self.store, self.ways, self.shots + self.queries
-        classes = torch.randperm(store.num_classes, generator=generator)[:ways]  # (ways,)
-        keys = torch.rand(ways, self._max_size, generator=generator)  # (ways, max_size)
-        sizes = store.class_sizes[classes]  # (ways,)
-        keys.masked_fill_(torch.arange(self._max_size) >= sizes[:, None], 2.0)  # past the class end
-        picks = keys.argsort(dim=1)[:, :k]  # (ways, k): k distinct images per class
-        rows = store.class_starts[classes][:, None] + picks  # (ways, k)
-        images = store.images[rows.flatten()].float().div_(255.0)  # (ways*k, C, H, W)
-        images = images.view(ways, k, *store.image_shape)
-        support = images[:, : self.shots].reshape(ways * self.shots, *store.image_shape)
-        query = images[:, self.shots :].reshape(ways * self.queries, *store.image_shape)
-        labels = torch.arange(ways)
+        store, ways = self.store, self.ways
+        classes = torch.randperm(store.num_classes, generator=generator)[:ways].numpy()  # (ways,)
+        keys = torch.rand(ways, self._max_size, generator=generator).numpy()  # (ways, max_size)
+        if self._uneven:  # keys past a class's end sort last
+            keys[np.arange(self._max_size) >= self._sizes[classes][:, None]] = 2.0
+        # Index arithmetic on a few dozen integers is cheaper in numpy than as torch ops;
+        # a stable sort makes tied keys (about one row in 10^5) order the same everywhere.
+        rows = keys.argsort(axis=1, kind="stable") + self._starts[classes][:, None]  # (ways, max_size)
+        rows = torch.from_numpy(rows.ravel()[self._order])  # (ways*k,): support rows first
+        if self._floats is not None:
+            images = self._floats.index_select(0, rows)  # (ways*k, C, H, W)
+        else:
+            images = torch.div(store.images.index_select(0, rows), 255.0)  # uint8 -> float, one kernel
+        n_support = ways * self.shots
         return Episode(
-            support,
-            labels.repeat_interleave(self.shots),
-            query,
-            labels.repeat_interleave(self.queries),
+            images[:n_support],
+            self._support_labels,
+            images[n_support:],
+            self._query_labels,
             ways,
             self.shots,
             self.queries,
@@ -89,3 +114,13 @@ class EpisodeSampler:
     def fixed(self, index: int, base_seed: int) -> Episode:
         """Episode ``index`` of the fixed set: drawn from seed ``base_seed + index``."""
         return self.sample(torch.Generator().manual_seed(base_seed + index))
+
+
+def float_bytes(store: ImageStore) -> int:
+    """Bytes of ``store``'s images as float32."""
+    return 4 * store.images.numel()
+
+
+def float_images(store: ImageStore) -> Tensor:
+    """``store``'s images as float in [0, 1], converted exactly as an episode's rows would be."""
+    return store.images.float().div_(255.0)  # (N, C, H, W)

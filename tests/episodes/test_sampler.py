@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fewnorm.data.store import ImageStore
+from fewnorm.episodes import sampler as sampler_module
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError
 
@@ -79,3 +80,41 @@ def test_fixed_episodes_are_reproducible_and_distinct() -> None:
 def test_impossible_requests_rejected(ways: int, shots: int, queries: int, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         EpisodeSampler(make_store(), ways=ways, shots=shots, queries=queries)
+
+
+def reference_episode(store: ImageStore, ways: int, shots: int, queries: int, g: torch.Generator) -> tuple:
+    """The sampling rule written plainly: the same draws, one class at a time, stable sorts."""
+    k, max_size = shots + queries, int(store.class_sizes.max())
+    classes = torch.randperm(store.num_classes, generator=g)[:ways]
+    keys = torch.rand(ways, max_size, generator=g)
+    support, query = [], []
+    for w, c in enumerate(classes.tolist()):
+        size, start = int(store.class_sizes[c]), int(store.class_starts[c])
+        picks = keys[w, :size].argsort(stable=True)[:k] + start
+        images = store.images[picks].float() / 255.0
+        support.append(images[:shots])
+        query.append(images[shots:])
+    return torch.cat(support), torch.cat(query)
+
+
+@pytest.mark.parametrize("float_cache", [True, False], ids=["float-cache", "uint8"])
+@pytest.mark.parametrize("sizes", [None, [3, 9, 4, 7, 20, 5]], ids=["even", "uneven"])
+def test_episodes_equal_the_reference_rule(
+    float_cache: bool, sizes: list[int] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Support-first gathers, numpy index arithmetic and both image paths draw the reference's episodes."""
+    if not float_cache:
+        monkeypatch.setattr(sampler_module, "FLOAT_CACHE_BYTES", 0)
+    if sizes is None:
+        store = make_store()
+    else:
+        codes = torch.randperm(256)[: sum(sizes)].to(torch.uint8)
+        per = [c.view(-1, 1, 1, 1).expand(-1, 1, 2, 3).clone() for c in codes.split(sizes)]
+        store = ImageStore.from_classes(per, [f"c{i}" for i in range(len(sizes))])
+    sampler = EpisodeSampler(store, ways=4, shots=2, queries=1)
+    assert (sampler._floats is not None) == float_cache
+    for seed in range(30):
+        ep = sampler.sample(torch.Generator().manual_seed(seed))
+        support, query = reference_episode(store, 4, 2, 1, torch.Generator().manual_seed(seed))
+        assert torch.equal(ep.support, support) and torch.equal(ep.query, query)
+        assert ep.support.is_contiguous() and ep.query.is_contiguous()
