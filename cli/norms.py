@@ -94,6 +94,7 @@ def show(
     if spec.aliases:
         stdout.print(f"aliases: {', '.join(spec.aliases)}")
     stdout.print(f"MAML meta-batches: {spec.vmap_status()[1]}")
+    stdout.print(f"activations: {spec.memory_format_status()[1]}")
     table = Table(title="options (--norm-opt key=value)", title_justify="left")
     for column in ("option", "type", "default"):
         table.add_column(column)
@@ -115,6 +116,8 @@ def _spec_dict(spec: NormSpec) -> dict[str, object]:
         "phase_aware": spec.phase_aware,
         "vmap": spec.vmap,
         "meta_batch": spec.vmap_status()[1],
+        "channels_last": spec.channels_last,
+        "activations": spec.memory_format_status()[1],
         "summary": spec.summary,
         "paper": spec.paper,
         "source": spec.source,

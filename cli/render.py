@@ -114,6 +114,7 @@ def summary_table(summary: RunSummary) -> Table:
         ),
         ("training episodes", str(c["episodes"])),
         *_meta_batch_rows(cfg),
+        ("activations", _memory_format(cfg)),
         (
             "best validation accuracy",
             f"{100 * summary.best_val_accuracy:.2f}% (episode {summary.best_val_episode})",
@@ -131,6 +132,13 @@ def summary_table(summary: RunSummary) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _memory_format(config: Any) -> str:
+    """The backbone's activation layout and why (the flag, or the normalizer's declaration)."""
+    from fewnorm.episodes.algorithms import memory_format
+
+    return memory_format(config)[1]
 
 
 def _meta_batch_rows(config: Any) -> list[tuple[str, str]]:

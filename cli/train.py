@@ -98,6 +98,11 @@ def train(
         "--vectorize/--no-vectorize",
         help="MAML family: adapt a meta-batch's tasks together with vmap (default: on CUDA only).",
     ),
+    channels_last: bool | None = typer.Option(
+        None,
+        "--channels-last/--no-channels-last",
+        help="Run the backbone on NHWC activations (default: where the normalizer measured faster).",
+    ),
     threads: int | None = typer.Option(
         None, help="Torch intra-op threads (default: the usable CPUs / processes, at most 8; recorded)."
     ),
@@ -159,6 +164,7 @@ def train(
         "device": device,
         "threads": threads,
         "vectorize": vectorize,
+        "channels_last": channels_last,
         "data_root": str(data_root) if data_root else None,
     }
     if resume is not None:

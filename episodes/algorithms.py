@@ -59,7 +59,17 @@ def build_embedding(config: RunConfig, in_channels: int) -> nn.Module:
         norm_options=config.norm_options,
         hidden=config.hidden,
         dropblock=config.dropblock,
+        channels_last=memory_format(config)[0],
     )
+
+
+def memory_format(config: RunConfig) -> tuple[bool, str]:
+    """Whether the backbone runs on NHWC activations, and why: the flag, else the normalizer's say."""
+    if config.channels_last is not None:
+        return config.channels_last, (
+            "NHWC (--channels-last)" if config.channels_last else "NCHW (--no-channels-last)"
+        )
+    return get_norm(config.norm).memory_format_status()
 
 
 class ProtoNet:

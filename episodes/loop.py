@@ -30,7 +30,7 @@ from fewnorm import distributed, torchrun
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
 from fewnorm.data.augment import augment_episode
-from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm
+from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_format
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError, FewnormError, TrainingDivergedError
 from fewnorm.metrics import Interval, mean_ci95
@@ -273,6 +273,8 @@ def train(
     val_sampler = EpisodeSampler(stores["val"], config.ways, config.shots, config.queries, split="val")
     test_sampler = EpisodeSampler(stores["test"], config.ways, config.shots, config.queries, split="test")
 
+    if config.channels_last is None:  # recorded resolved: a later release may declare otherwise
+        config = config.model_copy(update={"channels_last": memory_format(config)[0]})
     algorithm = get_algorithm(config)
     torch.manual_seed(config.seed)
     model = algorithm.build(config, stores["train"].image_shape[0]).to(device)

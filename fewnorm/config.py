@@ -100,6 +100,11 @@ class RunConfig(BaseModel):
         description="MAML family: adapt a meta-batch's tasks together with torch.func.vmap "
         "(None: on CUDA devices only; on these CPUs the grouped convolutions measured slower)",
     )
+    channels_last: bool | None = Field(
+        None,
+        description="run the backbone on NHWC activations (None: where the normalizer declares "
+        "it faster, NormSpec.channels_last)",
+    )
     threads: int | None = Field(
         None,
         gt=0,

@@ -38,6 +38,7 @@ CHECKS = (
     "deepcopy_and_pickle",
     "phases",
     "vmap",
+    "channels_last",
 )
 
 
@@ -312,3 +313,26 @@ class _Kit:
                     f"vectorized meta-gradient of '{key}' differs from the per-task loop's; "
                     "register without vmap=True (or avoid fused norm kernels under in_vectorized_tasks())",
                 )
+
+    def channels_last(self) -> None:
+        """Any memory layout: NHWC input gives the NCHW output and input gradient (float64).
+
+        Backbones may run on NHWC activations (``--channels-last``), so a normalizer must
+        not read its input's strides (``view`` where ``reshape`` is meant, raw pointers).
+        """
+        for training in (True, False):
+            outputs = []
+            for layout in (torch.contiguous_format, torch.channels_last):
+                module = self.build(torch.float64).train(training)
+                x = self.input(dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+                try:
+                    y = self.run(module, x)
+                except RuntimeError as exc:
+                    raise _fail("channels_last", self.spec.name, f"NHWC input failed: {exc}") from exc
+                (grad,) = torch.autograd.grad(y.square().sum(), x)
+                outputs.append((y, grad))
+            (y, gy), (z, gz) = outputs
+            close = [torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in ((y, z), (gy, gz))]
+            if not all(close):
+                mode = "training" if training else "evaluation"
+                raise _fail("channels_last", self.spec.name, f"NHWC input changes the output in {mode}")

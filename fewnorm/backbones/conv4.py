@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from fewnorm.backbones.blocks import conv_norm_act
+from fewnorm.backbones.memory_format import to_channels_last
 
 
 class Conv4(nn.Module):
@@ -15,6 +16,7 @@ class Conv4(nn.Module):
 
     The normalizer is injected by name through the registry; 28x28 Omniglot maps
     to a 64-d embedding (28 -> 14 -> 7 -> 3 -> 1), 84x84 miniImageNet to 1600-d.
+    ``channels_last`` runs the blocks on NHWC activations (same function, other kernels).
     """
 
     def __init__(
@@ -24,8 +26,11 @@ class Conv4(nn.Module):
         norm: str = "batchnorm",
         norm_options: Mapping[str, Any] | None = None,
         depth: int = 4,
+        *,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.channels_last = channels_last
         blocks = []
         for i in range(depth):
             block = conv_norm_act(in_channels if i == 0 else hidden, hidden, norm, norm_options)
@@ -34,4 +39,6 @@ class Conv4(nn.Module):
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, D)
+        if self.channels_last:
+            x = to_channels_last(x)
         return self.blocks(x).flatten(1)

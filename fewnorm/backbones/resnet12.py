@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from fewnorm.backbones.blocks import conv_norm_act
 from fewnorm.backbones.dropblock import DropBlock2d
+from fewnorm.backbones.memory_format import to_channels_last
 from fewnorm.errors import OptionError
 from fewnorm.norms import NormKind, get_norm
 
@@ -100,6 +101,7 @@ class ResNet12(nn.Module):
     ``dropblock`` is DropBlock's drop probability in blocks 3 and 4 (0, the default,
     turns it off), ``dropblock_size`` its block size (5 in MetaOptNet; MetaOptNet also
     ramps the probability up over training, which this module leaves to the caller).
+    ``channels_last`` runs the blocks on NHWC activations (same function, other kernels).
     """
 
     def __init__(
@@ -111,8 +113,10 @@ class ResNet12(nn.Module):
         widths: Sequence[int] = WIDTHS,
         dropblock: float = 0.0,
         dropblock_size: int = 5,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.channels_last = channels_last
         if not widths or any(w < 1 for w in widths):
             raise OptionError(f"resnet12 widths must be positive integers, got {list(widths)}")
         if not 0.0 <= dropblock < 1.0:
@@ -132,4 +136,6 @@ class ResNet12(nn.Module):
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, D)
+        if self.channels_last:
+            x = to_channels_last(x)
         return self.blocks(x).flatten(1)

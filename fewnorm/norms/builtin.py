@@ -1,7 +1,9 @@
 """The catalogue of built-in normalizers: metadata here, implementations imported on first use.
 
 Keeping the factories as ``"module:attribute"`` strings lets ``fewnorm norms``
-list everything without importing torch.
+list everything without importing torch. ``vmap=True`` is declared after the
+vectorized meta-gradients matched the per-task loop's; ``channels_last=True`` where
+benchmarks/memory_format.py measured a Conv-4 step at least 1.1x faster on NHWC.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         aliases=("identity",),
         conv_bias=True,
         vmap=True,
+        channels_last=True,
     ),
     NormSpec(
         name="batchnorm",
@@ -33,6 +36,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         aliases=("bn", "batchnorm2d"),
         phase_aware=True,
         vmap=True,
+        channels_last=True,
     ),
     NormSpec(
         name="groupnorm",
@@ -51,6 +55,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("layer",),
         aliases=("ln",),
         vmap=True,
+        channels_last=True,
     ),
     NormSpec(
         name="instancenorm",
@@ -92,6 +97,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         kind=NormKind.CONV,
         statistics=("none",),
         vmap=True,
+        channels_last=True,
     ),
     NormSpec(
         name="weightnorm",
@@ -102,6 +108,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("weight",),
         aliases=("wn",),
         vmap=True,
+        channels_last=True,
     ),
     NormSpec(
         name="scaled-ws",
@@ -113,6 +120,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("weight",),
         aliases=("sws", "weightstd"),
         vmap=True,
+        channels_last=True,
     ),
     # -- per-sample and task (frn, evonorm, variancenorm, rmsnorm, tasknorm) --
     NormSpec(
@@ -153,6 +161,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         has_buffers=True,
         aliases=("vn",),
         vmap=True,
+        channels_last=True,
     ),
     NormSpec(
         name="rmsnorm",
@@ -162,6 +171,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("layer",),
         aliases=("rms",),
         vmap=True,
+        channels_last=True,
     ),
     NormSpec(
         name="tasknorm-i",
@@ -172,6 +182,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         aliases=("tasknorm",),
         phase_aware=True,
         vmap=True,
+        channels_last=True,
     ),
     NormSpec(
         name="tasknorm-l",
@@ -181,6 +192,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("support", "layer"),
         phase_aware=True,
         vmap=True,
+        channels_last=True,
     ),
 )
 

@@ -60,6 +60,7 @@ class NormSpec:
     phase_aware: bool = False  # reads the support/query phase signal
     conv_bias: bool = False  # whether the preceding conv should keep its bias
     vmap: bool = False  # safe under torch.func.vmap over a meta-batch's tasks (see vmap_status)
+    channels_last: bool = False  # backbones run NHWC by default (see memory_format_status)
 
     def __post_init__(self) -> None:
         unknown = set(self.statistics) - set(STATISTICS)
@@ -80,6 +81,18 @@ class NormSpec:
             "per-task loop: not declared vmap-safe (register with vmap=True once "
             "fewnorm.testing.check_normalizer passes its vmap check)"
         )
+
+    def memory_format_status(self) -> tuple[bool, str]:
+        """Whether backbones with this normalizer run on NHWC activations by default, and why.
+
+        Built-ins declare ``channels_last=True`` where a Conv-4 training step measured
+        faster on NHWC than on NCHW (benchmarks/memory_format.py); either layout computes
+        the same function (the conformance kit's ``channels_last`` check), so the choice
+        is speed alone, and ``--channels-last/--no-channels-last`` overrides it.
+        """
+        if self.channels_last:
+            return True, "NHWC: measured faster than NCHW with this normalizer"
+        return False, "NCHW: not declared faster on NHWC (benchmarks/memory_format.py measures it)"
 
     def load(self) -> Callable[..., Any]:
         """Return the factory, importing it if it was given as ``"module:attribute"``."""

@@ -301,3 +301,22 @@ def test_threads_flag_sets_and_records_torch_threads(tmp_path: Path, omniglot_ro
 def test_bad_threads_value_is_one_line(tmp_path: Path) -> None:
     code, _, stderr = invoke("train", "--threads", "0", "--out", str(tmp_path / "r"))
     assert code != 0 and "threads" in stderr and "Traceback" not in stderr
+
+
+def test_activation_layout_is_resolved_recorded_and_kept_by_evaluate(
+    trained_run: tuple[Path, dict], data_env: Path, tmp_path: Path
+) -> None:
+    out, summary = trained_run
+    assert summary["config"]["channels_last"] is False  # groupnorm: declared NCHW (measured slower on NHWC)
+    flagged = tmp_path / "nhwc"
+    code, stdout, stderr = invoke(
+        "train", "--norm", "gn", "--norm-opt", "groups=8", *SHORT, "--channels-last", "--out", str(flagged)
+    )
+    assert code == 0, stderr
+    assert "NHWC (--channels-last)" in " ".join(stdout.split())
+    recorded = json.loads((flagged / "summary.json").read_text())
+    assert recorded["config"]["channels_last"] is True
+    code, stdout, stderr = invoke("evaluate", str(flagged), "--json", "--no-progress")
+    assert code == 0, stderr
+    # evaluate rebuilds the model from the recorded config, layout included
+    assert json.loads(stdout)["accuracy"] == pytest.approx(recorded["test"]["accuracy"], abs=1e-12)

@@ -65,6 +65,23 @@ class _ParamStats(nn.Module):
         return x - self.mean[None, :, None, None]
 
 
+class _ReadsNCHWMemory(nn.Module):
+    """Reads its input's memory as if it were NCHW: right for NCHW input, wrong for NHWC."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        flat = torch.as_strided(x, (n, c, h * w), (c * h * w, h * w, 1))  # (N, C, H*W), by raw memory
+        return (flat - flat.mean(-1, keepdim=True)).reshape(n, c, h, w)
+
+
+class _ViewsItsInput(nn.Module):
+    """``view`` where ``reshape`` is meant: fails on NHWC input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.view(x.shape[0], -1)  # (N, C*H*W)
+        return (flat - flat.mean(0)).view_as(x)
+
+
 @pytest.mark.filterwarnings("ignore:std.*degrees of freedom:UserWarning")
 @pytest.mark.parametrize(
     ("factory", "rule"),
@@ -73,6 +90,8 @@ class _ParamStats(nn.Module):
         (_EvalUpdates, "buffers_only_in_training"),
         (lambda c: _Unstable(), "small_batch"),
         (_ParamStats, "parameters_swappable"),
+        (lambda c: _ReadsNCHWMemory(), "channels_last"),
+        (lambda c: _ViewsItsInput(), "channels_last"),
     ],
 )
 def test_kit_catches_broken_normalizers(factory: object, rule: str) -> None:
