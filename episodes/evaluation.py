@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fewnorm.allocator import keep_freed_memory
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
 from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm
@@ -65,6 +66,7 @@ def evaluate_checkpoint(
     """
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be test or val, got '{split}'")
+    keep_freed_memory()  # speed only, as in train()
     state = load_checkpoint(path)
     config = RunConfig.model_validate(state["config"])
     if overrides:  # evaluation-time settings only (e.g. query_one_at_a_time, split_file)
