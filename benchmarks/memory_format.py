@@ -21,6 +21,7 @@ import _timing as timing
 import torch
 from norm_step_time import SHAPES, episode
 
+from fewnorm.allocator import keep_freed_memory
 from fewnorm.backbones import Conv4
 from fewnorm.episodes.protonet import protonet_train_step
 from fewnorm.norms import get_norm, list_norms
@@ -49,6 +50,7 @@ def main() -> None:
     if not sizes or set(sizes) - set(SHAPES):
         parser.error(f"--sizes takes {', '.join(map(str, SHAPES))}, got '{args.sizes}'")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as fewnorm train sets malloc; process-wide, so every side gets it
     rounds = args.rounds or (2 if args.quick else 5)
     seconds = 0.1 if args.quick else args.round_seconds
     console = timing.console()
