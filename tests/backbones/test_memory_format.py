@@ -59,7 +59,10 @@ def test_backbone_on_nhwc_computes_the_same_function_on_nhwc_kernels(
     x = torch.randn(6, channels, size, size, dtype=torch.float64)  # (N, C, H, W), default NCHW strides
     outputs = [m(x) for m in models]
     assert torch.allclose(*outputs, rtol=1e-9, atol=1e-12)
-    grads = [torch.autograd.grad(out.square().sum(), list(m.parameters())) for m, out in zip(models, outputs)]
+    grads = [
+        torch.autograd.grad(out.square().sum(), list(m.parameters()))
+        for m, out in zip(models, outputs, strict=True)
+    ]
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
     nchw, nhwc = (_activation_layouts(m, x) for m in models)

@@ -306,7 +306,7 @@ def test_bad_threads_value_is_one_line(tmp_path: Path) -> None:
 def test_activation_layout_is_resolved_recorded_and_kept_by_evaluate(
     trained_run: tuple[Path, dict], data_env: Path, tmp_path: Path
 ) -> None:
-    out, summary = trained_run
+    _, summary = trained_run
     assert summary["config"]["channels_last"] is False  # groupnorm: declared NCHW (measured slower on NHWC)
     flagged = tmp_path / "nhwc"
     code, stdout, stderr = invoke(
