@@ -111,23 +111,25 @@ def bare_loss(model: nn.Module, support: Tensor, query: Tensor, b: BareSampler) 
     return F.cross_entropy(-(z_query[:, None] - protos[None]).pow(2).sum(-1), b.query_labels)
 
 
-def bare_step(bench: Bench, model: nn.Module, opt: torch.optim.Optimizer, g: torch.Generator) -> Tensor:
-    support, query = bench.bare(g)
+def bare_update(
+    bench: Bench, model: nn.Module, opt: torch.optim.Optimizer, support: Tensor, query: Tensor
+) -> Tensor:
+    """Forward, backward and Adam on one episode's images, as a hand-written loop does them."""
     opt.zero_grad()
     loss = bare_loss(model, support, query, bench.bare)
     loss.backward()
     opt.step()
     return loss.detach()
+
+
+def bare_step(bench: Bench, model: nn.Module, opt: torch.optim.Optimizer, g: torch.Generator) -> Tensor:
+    return bare_update(bench, model, opt, *bench.bare(g))
 
 
 def bare_nhwc_step(bench: Bench, model: nn.Module, opt: torch.optim.Optimizer, g: torch.Generator) -> Tensor:
     """:func:`bare_step` with the recipe's ``x.contiguous(memory_format=torch.channels_last)`` inputs."""
     support, query = (x.contiguous(memory_format=torch.channels_last) for x in bench.bare(g))
-    opt.zero_grad()
-    loss = bare_loss(model, support, query, bench.bare)
-    loss.backward()
-    opt.step()
-    return loss.detach()
+    return bare_update(bench, model, opt, support, query)
 
 
 def loss_step(bench: Bench, model: nn.Module, opt: torch.optim.Optimizer, g: torch.Generator) -> None:
