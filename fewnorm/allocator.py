@@ -6,7 +6,7 @@ With glibc's defaults, blocks above its (adaptive) mmap threshold come from fres
 so each step faults its pages in again: 27.9 million minor faults and 74 s of system
 time in one 9.5-minute MAML run on the 2-core CPU. Raising the mmap threshold to glibc's
 maximum (32 MiB), the trim threshold to 1 GiB and the top pad to 64 MiB keeps those pages
-mapped: a Conv-2d step takes 8x fewer faults and a MAML task about 1.3x less time
+mapped: a Conv-2d step takes 2-8x fewer faults and a MAML task about 1.3x less time
 (docs/performance.md). The price is that the process keeps its peak heap until it exits.
 
 Applied once per process by :func:`keep_freed_memory` (``fewnorm train`` and
