@@ -20,12 +20,19 @@ def conv_norm_act(
     stride: int = 1,
     padding: int = 1,
     activation: bool = True,
+    pool: nn.Module | None = None,
 ) -> nn.Sequential:
     """``conv -> norm -> ReLU`` for the normalizer ``norm``, shaped by its kind.
 
     - ``activation``: a plain conv, the normalizer, then ReLU;
     - ``conv``: the normalizer owns the conv (it gets the geometry), then ReLU;
     - ``norm-act``: a plain conv, then the normalizer, which is the activation too.
+
+    ``pool`` (a max-pool) goes after the normalizer and before the ReLU: ReLU is
+    monotone, so ``relu(max(x)) == max(relu(x))`` exactly and the gradients route to
+    the same elements, while the ReLU and its backward touch a quarter of the
+    elements. Modules without state sit between norm and pool, so the state-dict
+    keys are those of ``conv, norm, ReLU, pool``.
     """
     spec = get_norm(norm)
     options = dict(norm_options or {})
@@ -41,6 +48,8 @@ def conv_norm_act(
     else:
         layers.append(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=spec.conv_bias))
         layers.append(spec.build(out_channels, **options))
+    if pool is not None:
+        layers.append(pool)
     if activation and spec.kind is not NormKind.NORM_ACT:
         layers.append(nn.ReLU(inplace=False))
     return nn.Sequential(*layers)
