@@ -12,9 +12,10 @@ Both sides run in one process on the same data, interleaved over rounds
   builds it, transductive BatchNorm, Omniglot 5-way 1-shot, Adam outside) by
   ``maml_train_step`` with ``vectorize=True`` and ``False`` (on NHWC activations, as
   ``fewnorm train`` runs BatchNorm, and the loop once more on NCHW), and by
-  ``learn2learn.algorithms.MAML`` clone/adapt on NCHW (torch's default layout), on
-  deep copies of one model and identical tasks. Meta-gradients are checked equal
-  before anything is timed.
+  ``learn2learn.algorithms.MAML`` clone/adapt on NCHW (torch's default layout) with
+  the textbook block order (ReLU before the pool, as learn2learn's ``ConvBlock``;
+  fewnorm pools first, the same function), on deep copies of one model's weights and
+  identical tasks. Meta-gradients are checked equal before anything is timed.
 
     python benchmarks/vs_learn2learn.py              # the tables in docs/performance.md
     python benchmarks/vs_learn2learn.py --quick      # smoke run
@@ -37,6 +38,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from fewnorm.allocator import keep_freed_memory
+from fewnorm.backbones.conv4 import textbook_order
 from fewnorm.config import resolve_config
 from fewnorm.data.store import ImageStore
 from fewnorm.episodes.algorithms import get_algorithm
@@ -153,6 +155,17 @@ def copy_as(model: nn.Module, nhwc: bool) -> nn.Module:
     return model
 
 
+def l2l_model(base: nn.Module) -> nn.Module:
+    """What a learn2learn user runs: the same weights, NCHW, blocks conv, BN, ReLU, pool.
+
+    fewnorm's Conv-4 pools before the ReLU (the same function, ReLU on a quarter of the
+    elements); learn2learn's own ``ConvBlock`` and every textbook Conv-4 apply ReLU first.
+    """
+    model = copy_as(base, False)
+    model.embedding = textbook_order(model.embedding)
+    return model
+
+
 def grads(model: nn.Module) -> dict[str, Tensor]:
     return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
 
@@ -167,7 +180,7 @@ def side_grads(
         loop = InnerLoop(lr=0.4, steps=steps, vectorize=vectorize)
         maml_train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), episodes, loop)
         out[name] = grads(model)
-    maml = l2l.algorithms.MAML(copy_as(base, False), lr=0.4, first_order=False)
+    maml = l2l.algorithms.MAML(l2l_model(base), lr=0.4, first_order=False)
     l2l_train_step(maml, torch.optim.SGD(maml.parameters(), lr=0.0), episodes, steps)
     out["l2l"] = grads(maml.module)
     return out
@@ -215,7 +228,7 @@ def maml_case(
         model, loop = copy_as(base, nhwc), InnerLoop(lr=0.4, steps=steps, vectorize=vectorize)
         step = partial(maml_train_step, model, torch.optim.Adam(model.parameters(), lr=1e-3), episodes, loop)
         runs[name] = timing.per_call(step, device)
-    maml = l2l.algorithms.MAML(copy_as(base, False), lr=0.4, first_order=False)  # torch's default layout
+    maml = l2l.algorithms.MAML(l2l_model(base), lr=0.4, first_order=False)
     step = partial(l2l_train_step, maml, torch.optim.Adam(maml.parameters(), lr=1e-3), episodes, steps)
     runs["l2l"] = timing.per_call(step, device)
     return timing.interleaved({name: (run, 1) for name, run in runs.items()}, rounds, warmup=False), errors

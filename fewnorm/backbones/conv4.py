@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,3 +45,18 @@ class Conv4(nn.Module):
         if self.channels_last:
             x = to_channels_last(x)
         return self.blocks(x).flatten(1)
+
+
+def textbook_order(model: Conv4) -> Conv4:
+    """A deep copy of ``model`` with every block in the textbook order conv, norm, ReLU, pool.
+
+    The same function and weights as ``model``, computed the way other frameworks
+    compute it: what benchmarks against them and tests of the pool-first order use.
+    """
+    model = copy.deepcopy(model)
+    for block in model.blocks:
+        layers = list(block)
+        pool = next(i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d))
+        if pool + 1 < len(layers) and isinstance(layers[pool + 1], nn.ReLU):
+            block[pool], block[pool + 1] = layers[pool + 1], layers[pool]
+    return model

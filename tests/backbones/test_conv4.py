@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import Tensor, nn
 
 from fewnorm.backbones import build_backbone
+from fewnorm.backbones.conv4 import textbook_order
 from fewnorm.norms import list_norms, norm_phase, task_scope
-
-
-def textbook(model: nn.Module) -> nn.Module:
-    """A copy of Conv-4 with every block in the textbook order conv, norm, ReLU, pool."""
-    model = copy.deepcopy(model)
-    for block in model.blocks:
-        layers = list(block)
-        pool = next(i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d))
-        if pool + 1 < len(layers) and isinstance(layers[pool + 1], nn.ReLU):
-            block[pool], block[pool + 1] = layers[pool + 1], layers[pool]
-    return model
 
 
 def run(model: nn.Module, x: Tensor) -> Tensor:
@@ -35,7 +23,7 @@ def test_pool_before_relu_is_the_textbook_block(norm: str, channels_last: bool) 
     torch.manual_seed(0)
     model = build_backbone("conv4", in_channels=1, hidden=8, norm=norm, channels_last=channels_last)
     model = model.double()
-    reference = textbook(model)
+    reference = textbook_order(model)
     assert model.state_dict().keys() == reference.state_dict().keys()
     x = torch.randn(10, 1, 28, 28, dtype=torch.float64)  # (N, C, H, W)
     for training in (True, False):
@@ -53,6 +41,8 @@ def test_blocks_pool_before_relu_and_keep_the_textbook_state_dict_keys() -> None
     model = build_backbone("conv4", in_channels=1, norm="batchnorm")
     for block in model.blocks:
         assert [type(m) for m in block][2:] == [nn.MaxPool2d, nn.ReLU]
+    for block in textbook_order(model).blocks:
+        assert [type(m) for m in block][2:] == [nn.ReLU, nn.MaxPool2d]
     assert sorted({k.split(".")[2] for k in model.state_dict()}) == ["0", "1"]  # conv, norm
 
 
@@ -60,7 +50,7 @@ def test_second_order_gradients_match_the_textbook_block() -> None:
     """MAML differentiates through the inner-loop gradient: ReLU's double backward moves too."""
     torch.manual_seed(0)
     model = build_backbone("conv4", in_channels=1, hidden=8, norm="batchnorm").double()
-    reference = textbook(model)
+    reference = textbook_order(model)
     x = torch.randn(6, 1, 28, 28, dtype=torch.float64)
     results = []
     for m in (model, reference):
