@@ -55,6 +55,8 @@ def textbook_order(model: Conv4) -> Conv4:
     """
     model = copy.deepcopy(model)
     for block in model.blocks:
+        if not isinstance(block, nn.Sequential):
+            continue
         layers = list(block)
         pool = next(i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d))
         if pool + 1 < len(layers) and isinstance(layers[pool + 1], nn.ReLU):
