@@ -46,6 +46,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         statistics=("group",),
         aliases=("gn",),
         vmap=True,
+        channels_last=True,
     ),
     NormSpec(
         name="layernorm",
