@@ -64,12 +64,19 @@ def build_embedding(config: RunConfig, in_channels: int) -> nn.Module:
 
 
 def memory_format(config: RunConfig) -> tuple[bool, str]:
-    """Whether the backbone runs on NHWC activations, and why: the flag, else the normalizer's say."""
-    if config.channels_last is not None:
-        return config.channels_last, (
-            "NHWC (--channels-last)" if config.channels_last else "NCHW (--no-channels-last)"
-        )
-    return get_norm(config.norm).memory_format_status()
+    """Whether the backbone runs on NHWC activations, and why: the flag, else the normalizer's say.
+
+    A run records its resolved layout, so a value equal to the normalizer's declaration
+    is reported as the declaration's (the summary of a default run must not name a flag
+    nobody passed); one against it came from the flag, or from a run recorded when the
+    normalizer declared otherwise.
+    """
+    declared, why = get_norm(config.norm).memory_format_status()
+    if config.channels_last is None or config.channels_last == declared:
+        return declared, why
+    if config.channels_last:
+        return True, "NHWC (--channels-last, or as recorded in the run)"
+    return False, "NCHW (--no-channels-last, or as recorded in the run)"
 
 
 class ProtoNet:

@@ -76,6 +76,9 @@ def test_memory_format_follows_the_declaration_unless_told() -> None:
     for norm, nhwc in (("batchnorm", True), ("instancenorm", False)):
         chosen, why = memory_format(resolve_config(overrides={"norm": norm}))
         assert chosen is nhwc and why == get_norm(norm).memory_format_status()[1]
-    for flag in (True, False):
-        chosen, why = memory_format(resolve_config(overrides={"norm": "batchnorm", "channels_last": flag}))
+    for norm, flag in (("batchnorm", False), ("instancenorm", True)):  # against the declaration
+        chosen, why = memory_format(resolve_config(overrides={"norm": norm, "channels_last": flag}))
         assert chosen is flag and ("--channels-last" if flag else "--no-channels-last") in why
+    for norm, flag in (("batchnorm", True), ("instancenorm", False)):  # as declared: a recorded default
+        chosen, why = memory_format(resolve_config(overrides={"norm": norm, "channels_last": flag}))
+        assert chosen is flag and why == get_norm(norm).memory_format_status()[1]

@@ -313,7 +313,7 @@ def test_activation_layout_is_resolved_recorded_and_kept_by_evaluate(
         "train", "--norm", "gn", "--norm-opt", "groups=8", *SHORT, "--no-channels-last", "--out", str(flagged)
     )
     assert code == 0, stderr
-    assert "NCHW (--no-channels-last)" in " ".join(stdout.split())
+    assert "NCHW (--no-channels-last" in " ".join(stdout.split())
     recorded = json.loads((flagged / "summary.json").read_text())
     assert recorded["config"]["channels_last"] is False
     code, stdout, stderr = invoke("evaluate", str(flagged), "--json", "--no-progress")
