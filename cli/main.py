@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import typer
@@ -60,8 +61,14 @@ _register_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="fewnorm")
+    """Console-script entry point; a torchrun worker that ran a process group ends by ``exit_now``."""
+    try:
+        app(prog_name="fewnorm")
+    except SystemExit as done:
+        torchrun = sys.modules.get("fewnorm.torchrun")  # imported (with torch) only by a run
+        if torchrun is not None and torchrun.closed_a_group():
+            torchrun.exit_now(done.code)
+        raise
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ process's :class:`~fewnorm.distributed.Group`.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
 
@@ -95,6 +96,7 @@ def join(config: RunConfig) -> Group | None:
 
 
 _made: list[bool] = []  # whether join() made the process group (then leave() closes it)
+_closed: list[bool] = []  # whether leave() closed one: gloo's worker threads outlive it
 
 
 def leave() -> None:
@@ -103,7 +105,33 @@ def leave() -> None:
 
     if _made and dist.is_initialized():
         dist.destroy_process_group()
+        _closed.append(True)
     _made.clear()
+
+
+def closed_a_group() -> bool:
+    """Whether this process ran a process group: it must end by :func:`exit_now`."""
+    return bool(_closed)
+
+
+def exit_now(code: object) -> NoReturn:
+    """End a worker that ran a process group with ``code``, without interpreter finalization.
+
+    ``destroy_process_group`` leaves gloo's worker threads running (torch 2.14). One
+    still releasing the last collective's tensors while Python finalizes takes the GIL
+    from a dying interpreter and aborts the process (``std::terminate``, exit -6) after
+    the run is complete; about one torchrun run in ten did here (the race
+    pytorch/pytorch#179291 describes). Every file fewnorm writes is already written
+    atomically by then, so the streams and logging are flushed and the process leaves
+    by ``os._exit``. ``code`` is what ``SystemExit`` carried: None, a number or a message.
+    """
+    if code is not None and not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code or 0)
 
 
 def launch(nproc: int, cli_args: list[str]) -> int:
