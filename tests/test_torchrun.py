@@ -71,30 +71,29 @@ class _ExitNowCalledError(Exception):
         self.code = code
 
 
-def _exit_now(code: object) -> None:
-    raise _ExitNowCalledError(code)
+def _fake_main(monkeypatch: pytest.MonkeyPatch, code: int, *, closed: bool) -> None:
+    """main() around an app that exits with ``code``, in a process that did or did not run a group."""
+
+    def app(**_: object) -> None:
+        raise SystemExit(code)
+
+    def exit_now(code: object) -> None:
+        raise _ExitNowCalledError(code)
+
+    monkeypatch.setattr(cli_main, "app", app)
+    monkeypatch.setattr(torchrun, "exit_now", exit_now)
+    monkeypatch.setattr(torchrun, "_closed", [True] if closed else [])
+    cli_main.main()
 
 
 @pytest.mark.parametrize("code", [0, 2, 130])
 def test_main_ends_a_worker_that_ran_a_group_by_exit_now(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
-    def app(**_: object) -> None:
-        raise SystemExit(code)
-
-    monkeypatch.setattr(cli_main, "app", app)
-    monkeypatch.setattr(torchrun, "exit_now", _exit_now)
-    monkeypatch.setattr(torchrun, "_closed", [True])
     with pytest.raises(_ExitNowCalledError) as exited:
-        cli_main.main()
+        _fake_main(monkeypatch, code, closed=True)
     assert exited.value.code == code
 
 
 def test_main_exits_normally_without_a_group(monkeypatch: pytest.MonkeyPatch) -> None:
-    def app(**_: object) -> None:
-        raise SystemExit(2)
-
-    monkeypatch.setattr(cli_main, "app", app)
-    monkeypatch.setattr(torchrun, "exit_now", _exit_now)
-    monkeypatch.setattr(torchrun, "_closed", [])
     with pytest.raises(SystemExit) as exited:
-        cli_main.main()
+        _fake_main(monkeypatch, 2, closed=False)
     assert exited.value.code == 2
