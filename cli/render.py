@@ -115,6 +115,7 @@ def summary_table(summary: RunSummary) -> Table:
         ("training episodes", str(c["episodes"])),
         *_meta_batch_rows(cfg),
         ("activations", _memory_format(cfg)),
+        ("precision", _precision(cfg.amp)),
         (
             "best validation accuracy",
             f"{100 * summary.best_val_accuracy:.2f}% (episode {summary.best_val_episode})",
@@ -132,6 +133,13 @@ def summary_table(summary: RunSummary) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _precision(amp: str | None) -> str:
+    """The run's precision: float32, or the autocast dtype of the backbone's forward passes."""
+    if amp in (None, "none"):
+        return "float32"
+    return f"{amp} autocast (backbone forward passes), float32 weights"
 
 
 def _memory_format(config: Any) -> str:

@@ -103,6 +103,10 @@ def train(
         "--channels-last/--no-channels-last",
         help="Run the backbone on NHWC activations (default: where the normalizer measured faster).",
     ),
+    amp: str | None = typer.Option(
+        None,
+        help="Mixed precision of the backbone's forward passes: none | bf16 (torch.autocast; recorded).",
+    ),
     threads: int | None = typer.Option(
         None, help="Torch intra-op threads (default: the usable CPUs / processes, at most 8; recorded)."
     ),
@@ -165,6 +169,7 @@ def train(
         "threads": threads,
         "vectorize": vectorize,
         "channels_last": channels_last,
+        "amp": amp,
         "data_root": str(data_root) if data_root else None,
     }
     if resume is not None:

@@ -22,6 +22,7 @@ from fewnorm.episodes.sampler import Episode
 from fewnorm.errors import ConfigError
 from fewnorm.names import normalize_name, unknown_name
 from fewnorm.norms import get_norm
+from fewnorm.precision import autocast_forward
 
 
 class EpisodeScorer(Protocol):
@@ -51,8 +52,12 @@ class Algorithm(Protocol):
 
 
 def build_embedding(config: RunConfig, in_channels: int) -> nn.Module:
-    """The configured backbone with the configured normalizer."""
-    return build_backbone(
+    """The configured backbone with the configured normalizer, autocast as ``config.amp`` says.
+
+    Autocast sits on the backbone, which fresh heads share (:mod:`fewnorm.episodes.reinit`);
+    a MAML head is one small linear layer and stays float32.
+    """
+    backbone = build_backbone(
         config.backbone,
         in_channels=in_channels,
         norm=config.norm,
@@ -61,6 +66,7 @@ def build_embedding(config: RunConfig, in_channels: int) -> nn.Module:
         dropblock=config.dropblock,
         channels_last=memory_format(config)[0],
     )
+    return autocast_forward(backbone, config.amp)
 
 
 def memory_format(config: RunConfig) -> tuple[bool, str]:

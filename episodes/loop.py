@@ -35,6 +35,7 @@ from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_for
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError, FewnormError, TrainingDivergedError
 from fewnorm.metrics import Interval, mean_ci95
+from fewnorm.precision import slow_amp_reason
 from fewnorm.runs import RunDir, run_status
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,8 @@ def train(
     if config.threads is not None:  # recorded in the run: CPU results depend on the thread count
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device) if group is None else group.device
+    if (slow := slow_amp_reason(config.amp, device)) is not None:
+        log.warning("%s", slow)
     stores = {
         split: load_split(config.dataset, split, config.data_root, **config.data_options)
         for split in ("train", "val", "test")

@@ -26,6 +26,8 @@ ALGORITHMS = ("protonet", "maml", "fomaml", "anil")
 #: Validation context: check keys and values, not rules that need other keys or files.
 _KEYS_ONLY = "keys-only"
 BUFFER_POLICIES = ("per_task", "global")
+#: ``--amp`` settings (fewnorm.precision maps them to autocast dtypes).
+AMP_MODES = ("none", "bf16")
 
 _GRADIENT_META_LEARNING = {
     # MAML learns more per task than a ProtoNet step does, but needs many more tasks:
@@ -107,6 +109,11 @@ class RunConfig(BaseModel):
         description="run the backbone on NHWC activations (None: where the normalizer declares "
         "it faster, NormSpec.channels_last)",
     )
+    amp: str | None = Field(
+        None,
+        description="mixed precision of the backbone's forward passes: bf16 (torch.autocast); "
+        "None (or 'none'): float32",
+    )
     threads: int | None = Field(
         None,
         gt=0,
@@ -157,6 +164,14 @@ class RunConfig(BaseModel):
         if self.buffer_policy not in BUFFER_POLICIES:
             raise ValueError(f"buffer_policy must be one of {', '.join(BUFFER_POLICIES)}")
         return self
+
+    @field_validator("amp")
+    @classmethod
+    def _known_amp(cls, value: str | None) -> str | None:
+        # float32 is always None, so that runs and sweeps that never name amp keep their keys.
+        if value is not None and value not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got '{value}'")
+        return None if value == "none" else value
 
     @model_validator(mode="after")
     def _equal_shares(self) -> RunConfig:

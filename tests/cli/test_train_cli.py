@@ -149,6 +149,7 @@ BAD_INPUTS = [
     (["--dropblock", "0.1"], "dropblock applies to the resnet12 backbone only, not conv4"),
     (["--backbone", "resnet12", "--dropblock", "1.5"], "key 'dropblock': Input should be less than 1"),
     (["--device", "cuda"], "CUDA is not available"),
+    (["--amp", "fp16"], "amp must be one of none, bf16, got 'fp16'"),
     (["--plugin", "no_such_plugin_module"], "plugin 'no_such_plugin_module' could not be imported"),
 ]
 
