@@ -25,6 +25,7 @@ from rich.table import Table
 from fewnorm.data import load_split
 from fewnorm.data.store import ImageStore
 from fewnorm.errors import FewnormError
+from fewnorm.precision import slow_amp_reason
 
 #: ``run(n)``: do ``n`` units of work, return seconds per unit.
 RoundFn = Callable[[int], float]
@@ -46,6 +47,12 @@ def base_parser(doc: str | None, rounds: str) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke run (about 20 s on a quiet machine)")
     parser.add_argument("--data-root", type=Path, default=None, help="default: $FEWNORM_DATA")
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"))
+    parser.add_argument(
+        "--amp",
+        choices=("none", "bf16"),
+        default="none",
+        help="autocast every side's forward passes (fewnorm train --amp; default none)",
+    )
     return parser
 
 
@@ -136,6 +143,14 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+def print_header(out: Console, args: argparse.Namespace) -> None:
+    """The machine line, and a warning when ``--amp`` is emulated on this device (slow, not a result)."""
+    out.print(machine_line())
+    slow = slow_amp_reason(args.amp, args.device)
+    if slow is not None:
+        out.print(f"[bold yellow]warning:[/] {slow}")
 
 
 def machine_line() -> str:

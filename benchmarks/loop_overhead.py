@@ -7,7 +7,8 @@ validation or test). Bare: the same weights as an ``nn.Sequential`` with torch's
 same episodes by plain torch indexing of the same uint8 store, forward/backward/Adam by hand
 (checked to draw the same episode and loss), once in NCHW and once with PyTorch's channels-last
 recipe (model and inputs ``.to(memory_format=torch.channels_last)``); the loop-overhead goal is
-judged against the faster of the two. Peak: ``torch.mm`` of two 2048 x 2048 fp32 matrices.
+judged against the faster of the two. Peak: ``torch.mm`` of two 2048 x 2048 fp32 matrices
+(bfloat16 with ``--amp bf16``, which autocasts every side's forward passes).
 Sides interleaved in one process, each round from a fresh seeded model; medians over rounds.
 
     python benchmarks/loop_overhead.py                # the table in docs/performance.md
@@ -52,7 +53,7 @@ def run_config(episodes: int, args: argparse.Namespace) -> RunConfig:
     root = str(args.data_root) if args.data_root else None
     return resolve_config(
         overrides={"episodes": episodes, "val_every": episodes, "val_episodes": 1, "test_episodes": 1}
-        | {"device": str(args.device), "data_root": root}
+        | {"device": str(args.device), "data_root": root, "amp": args.amp}
     )
 
 
@@ -114,10 +115,14 @@ def bare_loss(model: nn.Module, support: Tensor, query: Tensor, b: BareSampler) 
 def bare_update(
     bench: Bench, model: nn.Module, opt: torch.optim.Optimizer, support: Tensor, query: Tensor
 ) -> Tensor:
-    """Forward, backward and Adam on one episode's images, as a hand-written loop does them."""
+    """Forward, backward and Adam on one episode's images, as a hand-written loop does them.
+
+    With ``--amp``, PyTorch's recipe: the forward under ``torch.autocast``, the backward outside.
+    """
     opt.zero_grad()
-    loss = bare_loss(model, support, query, bench.bare)
-    loss.backward()
+    with torch.autocast(bench.device.type, dtype=torch.bfloat16, enabled=bench.amp):
+        loss = bare_loss(model, support, query, bench.bare)
+    loss.float().backward()
     opt.step()
     return loss.detach()
 
@@ -162,12 +167,15 @@ class Bench:
     def __init__(self, store: ImageStore, args: argparse.Namespace) -> None:
         c = self.config = run_config(2, args)
         self.store, self.device, self.algorithm = store, args.device, get_algorithm(c)
+        self.amp = args.amp == "bf16"
         self.sampler = EpisodeSampler(store, c.effective_train_ways, c.effective_train_shots, c.train_queries)
         self.bare = BareSampler(store, self.sampler.ways, self.sampler.shots, c.train_queries, args.device)
 
-    def model(self, bare: bool, nhwc: bool = False) -> nn.Module:
-        torch.manual_seed(self.config.seed)
-        model = self.algorithm.build(self.config, self.store.image_shape[0]).to(self.device)
+    def model(self, bare: bool, nhwc: bool = False, *, float32: bool = False) -> nn.Module:
+        """A fresh seeded model; ``float32`` ignores ``--amp`` (the equality check runs without it)."""
+        config = self.config.model_copy(update={"amp": None}) if float32 else self.config
+        torch.manual_seed(config.seed)
+        model = self.algorithm.build(config, self.store.image_shape[0]).to(self.device)
         return bare_model(model, nhwc) if bare else model
 
     def generator(self) -> torch.Generator:
@@ -190,17 +198,21 @@ class Bench:
         return run
 
     def check_same(self) -> int:
-        """FLOPs of one step; exits non-zero unless both sides draw the same episode and loss."""
+        """FLOPs of one step; exits non-zero unless both sides draw the same episode and loss.
+
+        In float32 whatever ``--amp`` says: bfloat16 rounding would hide a real difference.
+        """
+        amp, self.amp = self.amp, False
         ours, (support, query) = (
             self.sampler.sample(self.generator()).to(self.device),
             self.bare(self.generator()),
         )
         if not (torch.equal(ours.support, support) and torch.equal(ours.query, query)):
             raise SystemExit("error: the bare sampler drew other episodes than EpisodeSampler")
-        model = self.model(bare=False)
+        model = self.model(bare=False, float32=True)
         expected = protonet_train_step(model, self.algorithm.optimizer(model, self.config), ours).loss
         for nhwc, step in ((False, bare_step), (True, bare_nhwc_step)):
-            model = self.model(bare=True, nhwc=nhwc)
+            model = self.model(bare=True, nhwc=nhwc, float32=True)
             loss = float(step(self, model, torch.optim.Adam(model.parameters()), self.generator()))
             # float32 sums in another order on the other layout: 2e-5 apart measured, not 1e-7
             if abs(loss - expected) > 1e-4 * abs(expected):
@@ -208,11 +220,13 @@ class Bench:
                 raise SystemExit(f"error: {message}")
         with FlopCounterMode(display=False) as counter:
             bare_loss(model, support, query, self.bare).backward()
+        self.amp = amp
         return int(counter.get_total_flops())
 
 
 def main_table(bench: Bench, flops: int, out: Path, args: argparse.Namespace) -> Table:
-    a, b = torch.randn(MM, MM, device=args.device), torch.randn(MM, MM, device=args.device)
+    dtype = torch.bfloat16 if args.amp == "bf16" else torch.float32  # the peak of the step's precision
+    a, b = (torch.randn(MM, MM, device=args.device, dtype=dtype) for _ in range(2))
     cases = {
         "fewnorm": (partial(fewnorm_round, args, out), args.episodes),
         "bare": (bench.rounds_of(bare_step, bare=True), args.episodes),
@@ -244,9 +258,8 @@ def main_table(bench: Bench, flops: int, out: Path, args: argparse.Namespace) ->
             goal += timing.goal_cell(share >= PEAK_GOAL, f">= {PEAK_GOAL:.0%} of peak")
         cells = (f"{1e3 * t[name]:.1f}", f"{t[name] / t['bare']:.3f}", f"{t[name] / fastest:.3f}")
         table.add_row(label, *cells, f"{flops / t[name] / 1e9:.1f}", f"{share:.0%}", goal)
-    table.add_row(
-        f"torch.mm {MM}x{MM} fp32 (peak)", f"{1e3 * t['mm']:.1f}", "-", "-", f"{peak / 1e9:.1f}", "100%", "-"
-    )
+    mm_label = f"torch.mm {MM}x{MM} {str(dtype).removeprefix('torch.')} (peak)"
+    table.add_row(mm_label, f"{1e3 * t['mm']:.1f}", "-", "-", f"{peak / 1e9:.1f}", "100%", "-")
     return table
 
 
@@ -302,7 +315,7 @@ def main() -> None:
     keep_freed_memory()  # as fewnorm train sets malloc; process-wide, so every side gets it
     bench = Bench(timing.require_store("omniglot-minimal", "train", args.data_root), args)
     console = timing.console()
-    console.print(timing.machine_line())
+    timing.print_header(console, args)
     flops = bench.check_same()
     with tempfile.TemporaryDirectory(prefix="fewnorm-loop-overhead-") as out:
         console.print(main_table(bench, flops, Path(out), args))

@@ -25,12 +25,15 @@ from fewnorm.allocator import keep_freed_memory
 from fewnorm.backbones import Conv4
 from fewnorm.episodes.protonet import protonet_train_step
 from fewnorm.norms import get_norm, list_norms
+from fewnorm.precision import autocast_forward
 
 
-def step_fn(norm: str, size: int, channels_last: bool, ways: int, device: torch.device) -> timing.RoundFn:
+def step_fn(
+    norm: str, size: int, channels_last: bool, ways: int, device: torch.device, amp: str
+) -> timing.RoundFn:
     """A round function of ProtoNet training steps with ``norm``, NHWC or not, from seed 0."""
     torch.manual_seed(0)
-    model = Conv4(SHAPES[size][0], 64, norm, channels_last=channels_last).to(device)
+    model = autocast_forward(Conv4(SHAPES[size][0], 64, norm, channels_last=channels_last), amp).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     task = episode(size, ways, 1, 5, device)
     return timing.per_call(partial(protonet_train_step, model, optimizer, task), device)
@@ -54,16 +57,17 @@ def main() -> None:
     rounds = args.rounds or (2 if args.quick else 5)
     seconds = 0.1 if args.quick else args.round_seconds
     console = timing.console()
-    console.print(timing.machine_line())
+    timing.print_header(console, args)
     for size in sizes:
         title = (
             f"Conv-4 ProtoNet step, {args.ways}-way 1-shot 5-query, {size}x{size}: ms per step "
             f"(median of {rounds} rounds), NCHW against NHWC"
+            + ("" if args.amp == "none" else f", forward passes autocast to {args.amp}")
         )
         table = timing.new_table(title, "normalizer", "NCHW", "NHWC", "NHWC speed-up", "declared", "")
         for spec in specs:
             sides = {
-                layout: step_fn(spec.name, size, layout == "nhwc", args.ways, args.device)
+                layout: step_fn(spec.name, size, layout == "nhwc", args.ways, args.device, args.amp)
                 for layout in ("nchw", "nhwc")
             }
             t = timing.interleaved(

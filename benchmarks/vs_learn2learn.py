@@ -235,17 +235,20 @@ def maml_case(
 
 
 def maml_table(
-    l2l: Any, store: ImageStore, rounds: int, queries: int, quick: bool, device: torch.device
+    l2l: Any, store: ImageStore, rounds: int, queries: int, quick: bool, device: torch.device, amp: str
 ) -> Table:
-    config = resolve_config(overrides={"algo": "maml", "ways": 5, "shots": 1, "inner_lr": 0.4})
+    config = resolve_config(overrides={"algo": "maml", "ways": 5, "shots": 1, "inner_lr": 0.4, "amp": amp})
     torch.manual_seed(0)
-    base = get_algorithm(config).build(config, store.image_shape[0]).to(device)  # transductive BatchNorm
+    # Transductive BatchNorm; with --amp its backbone autocasts its forward passes, and the
+    # copies every side gets (learn2learn's included) carry the same hooks.
+    base = get_algorithm(config).build(config, store.image_shape[0]).to(device)
     sampler = EpisodeSampler(store, 5, 1, queries, split="train")
     generator = torch.Generator().manual_seed(1)
     title = (
         f"Second-order MAML meta-step, Conv-4, 5w1s{queries}q, Adam: ms per meta-step (median of "
         f"{rounds} rounds); fewnorm NHWC, learn2learn NCHW (torch's default); goal: l2l / the faster "
         f"fewnorm side >= {MAML_GOAL:.0f}x at batch {GOAL_META_BATCH}"
+        + ("" if amp == "none" else f"; every side's forward passes autocast to {amp}")
     )
     columns = ("batch", "steps", "f64 err", "f32 err v/l/n", "vmap", "loop", "loop nchw", "l2l")
     columns += ("l2l/vmap", "l2l/loop")
@@ -281,13 +284,13 @@ def main() -> None:
     l2l = import_learn2learn()
     store = timing.require_store("omniglot-minimal", "train", args.data_root)
     console = timing.console()
-    console.print(timing.machine_line())
+    timing.print_header(console, args)
     if "sampling" in parts:
         rounds = args.rounds or (3 if args.quick else 7)
         console.print(sampling_table(l2l, store, rounds, args.round_seconds))
     if "maml" in parts:
         rounds = args.rounds or (1 if args.quick else 3)
-        console.print(maml_table(l2l, store, rounds, args.queries, args.quick, args.device))
+        console.print(maml_table(l2l, store, rounds, args.queries, args.quick, args.device, args.amp))
     console.print(f"done; {timing.machine_line()}")
 
 

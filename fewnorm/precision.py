@@ -45,7 +45,8 @@ class ForwardAutocast:
 
     The device type is read from the first tensor argument at each call, so a model
     moved between devices (or scored on CPU after CUDA training) autocasts where it
-    runs. Floating outputs come back as float32.
+    runs. Outputs in the autocast dtype come back as float32; a float64 model (which
+    autocast leaves alone) is unchanged.
     """
 
     def __init__(self, dtype: torch.dtype) -> None:
@@ -62,9 +63,9 @@ class ForwardAutocast:
         # Registered with always_call: runs when the forward raised too (output None),
         # so a failed pass never leaves autocast switched on in this thread.
         self._active.pop().__exit__(None, None, None)
-        if isinstance(output, Tensor) and output.is_floating_point() and output.dtype != torch.float32:
+        if isinstance(output, Tensor) and output.dtype == self.dtype:
             return output.float()
-        return output
+        return output  # float32 already, or float64: autocast leaves float64 alone
 
     def __getstate__(self) -> dict[str, Any]:  # pickled or deep-copied between passes only
         return {"dtype": self.dtype, "_active": []}

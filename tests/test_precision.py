@@ -97,6 +97,14 @@ def test_backward_runs_outside_autocast() -> None:
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
+def test_float64_models_are_left_alone() -> None:
+    """Autocast casts float32 only: a float64 model (gradient checks) computes as without it."""
+    plain, mixed = conv4("batchnorm", "none").double(), conv4("batchnorm", "bf16").double()
+    x = torch.rand(5, 1, 28, 28, dtype=torch.float64)
+    assert op_dtypes(mixed, x) <= {torch.float64, torch.int64, torch.uint8, torch.bool}
+    assert torch.equal(mixed(x), plain(x))
+
+
 def test_a_failed_forward_leaves_autocast_off() -> None:
     class Broken(nn.Module):
         def forward(self, x: Tensor) -> Tensor:
