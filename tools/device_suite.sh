@@ -3,7 +3,7 @@
 #
 # Prepare here with tools/device_bundle.sh, then run on the GPU machine from the
 # repository root, carrying .device:
-#     PART=bench bash tools/device_suite.sh    # the three benchmarks (steps capped at 9 min)
+#     PART=bench bash tools/device_suite.sh    # the benchmarks (steps capped at 9 min)
 #     PART=train bash tools/device_suite.sh    # the MAML runs (capped at 9 min)
 #     QUICK=1 DEVICE=cpu bash tools/device_suite.sh   # the same flow, smoke-sized, anywhere
 # Each part fits one device call (600 s); PART=all (the default) runs both.
@@ -73,6 +73,7 @@ if [ "$PART" != train ]; then
     fi
     step memory-format 90 "$PY" benchmarks/memory_format.py "${common[@]}" \
         --norms batchnorm,groupnorm,instancenorm,swbn,tasknorm-i
+    step maml-memory 90 "$PY" benchmarks/maml_memory.py --device "$DEVICE" "${quick[@]}"
 fi
 train=(train --algo maml --dataset omniglot-minimal --ways 5 --shots 1 --device "$DEVICE" --threads "$threads")
 train+=(--no-progress --json)
