@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from fewnorm.allocator import keep_freed_memory
 from fewnorm.backbones.conv4 import textbook_order
-from fewnorm.config import resolve_config
+from fewnorm.config import DEFAULT_VECTORIZE_CHUNKS, resolve_config
 from fewnorm.data.store import ImageStore
 from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.maml import InnerLoop, maml_train_step
@@ -225,7 +225,8 @@ def maml_case(
     errors += [grad_error(g32[n], g32["l2l"], "", strict=False) for n, *_ in SIDES]
     runs = {}
     for name, vectorize, nhwc in SIDES:
-        model, loop = copy_as(base, nhwc), InnerLoop(lr=0.4, steps=steps, vectorize=vectorize)
+        model = copy_as(base, nhwc)
+        loop = InnerLoop(lr=0.4, steps=steps, vectorize=vectorize, chunks=DEFAULT_VECTORIZE_CHUNKS)
         step = partial(maml_train_step, model, torch.optim.Adam(model.parameters(), lr=1e-3), episodes, loop)
         runs[name] = timing.per_call(step, device)
     maml = l2l.algorithms.MAML(l2l_model(base), lr=0.4, first_order=False)

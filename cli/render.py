@@ -153,6 +153,11 @@ def _meta_batch_rows(config: Any) -> list[tuple[str, str]]:
     """The MAML family's meta-batch and how its tasks ran (vectorized or the per-task loop)."""
     if config.algo == "protonet":
         return []
+    from fewnorm.config import DEFAULT_VECTORIZE_CHUNKS
     from fewnorm.episodes.algorithms import meta_batch_path
 
-    return [("meta-batch", f"{config.meta_batch} tasks per step; {meta_batch_path(config)[1]}")]
+    vectorized, why = meta_batch_path(config)
+    if vectorized:
+        chunks = min(config.vectorize_chunks or DEFAULT_VECTORIZE_CHUNKS, config.meta_batch)
+        why += f" ({chunks} vmap call{'s' * (chunks > 1)} per step)"
+    return [("meta-batch", f"{config.meta_batch} tasks per step; {why}")]

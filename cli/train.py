@@ -98,6 +98,12 @@ def train(
         "--vectorize/--no-vectorize",
         help="MAML family: adapt a meta-batch's tasks together with vmap (default: on CUDA only).",
     ),
+    vectorize_chunks: int | None = typer.Option(
+        None,
+        min=1,
+        help="Vectorized MAML: vmap calls per meta-batch, each freed after its backward (default 4: "
+        "memory within the loop's plus the meta-batch's activations; 1: one call, most memory).",
+    ),
     channels_last: bool | None = typer.Option(
         None,
         "--channels-last/--no-channels-last",
@@ -168,6 +174,7 @@ def train(
         "device": device,
         "threads": threads,
         "vectorize": vectorize,
+        "vectorize_chunks": vectorize_chunks,
         "channels_last": channels_last,
         "amp": amp,
         "data_root": str(data_root) if data_root else None,

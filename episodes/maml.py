@@ -32,6 +32,7 @@ BatchNorm ablation). Evaluation always uses clones: it never changes the model.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,6 +62,7 @@ class InnerLoop:
     head_only: bool = False  # ANIL: adapt only parameters under ``head.``
     buffer_policy: str = "per_task"  # per_task | global
     vectorize: bool = True  # run a meta-batch's tasks together (torch.func.vmap) where the normalizer allows
+    chunks: int = 1  # vectorized: vmap calls per meta-batch, each chunk's graph freed after its backward
 
     def adapted(self, name: str) -> bool:
         return not self.head_only or name.startswith(HEAD_PREFIX)
@@ -175,7 +177,9 @@ def maml_train_step(
     """One outer step: the meta-gradient averaged over ``episodes``, then one optimizer step.
 
     With ``loop.vectorize`` (and a meta-batch :func:`vectorize_blocker` accepts) the
-    tasks run together under ``torch.func.vmap``; otherwise one after another, each
+    tasks run together under ``torch.func.vmap``, in ``loop.chunks`` groups of nearly equal
+    size, each group's graph freed after its backward (vmap keeps about twice a task's
+    activations per task, ``benchmarks/maml_memory.py``); otherwise one after another, each
     task's graph freed after its backward so memory does not grow with the meta-batch.
     """
     model.train()
@@ -183,18 +187,17 @@ def maml_train_step(
     if loop.vectorize and vectorize_blocker(episodes, loop.buffer_policy) is None:
         for episode in episodes:  # the per-task loop checks in maml_task_loss
             check_ways(model, episode)
-        params: Tensors = dict(model.named_parameters())
-        losses, accuracies = vectorized_task_losses(
-            model,
-            episodes,
-            lr=loop.lr,
-            steps=loop.steps,
-            adapted=adapted_names(params, loop),
-            first_order=loop.first_order,
-        )  # (T,), (T,)
-        losses.mean().backward()
+        adapted = adapted_names(dict(model.named_parameters()), loop)
+        chunk_losses, chunk_accuracies = [], []
+        for chunk in task_chunks(episodes, loop.chunks):
+            losses, accuracies = vectorized_task_losses(
+                model, chunk, lr=loop.lr, steps=loop.steps, adapted=adapted, first_order=loop.first_order
+            )  # (t,), (t,)
+            (losses.sum() / len(episodes)).backward()  # the meta-batch's mean, a chunk at a time
+            chunk_losses.append(losses.detach())
+            chunk_accuracies.append(accuracies)
         optimizer.step()
-        return StepResult(float(losses.detach().mean()), float(accuracies.mean()))
+        return StepResult(float(torch.cat(chunk_losses).mean()), float(torch.cat(chunk_accuracies).mean()))
     loss_values, accuracy_values = [], []
     for episode in episodes:
         loss, accuracy = maml_task_loss(model, episode, loop)
@@ -203,6 +206,16 @@ def maml_train_step(
         accuracy_values.append(accuracy.item())
     optimizer.step()
     return StepResult(sum(loss_values) / len(loss_values), sum(accuracy_values) / len(accuracy_values))
+
+
+def task_chunks(episodes: Sequence[Episode], chunks: int) -> list[Sequence[Episode]]:
+    """``episodes`` in ``chunks`` consecutive groups of sizes differing by at most one (none empty)."""
+    if chunks < 1:
+        raise ConfigError(f"vectorize chunks must be a positive integer, got {chunks}")
+    count = min(chunks, len(episodes))
+    size, extra = divmod(len(episodes), count)
+    bounds = [i * size + min(i, extra) for i in range(count + 1)]
+    return [episodes[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def maml_evaluate(

@@ -26,6 +26,12 @@ ALGORITHMS = ("protonet", "maml", "fomaml", "anil")
 #: Validation context: check keys and values, not rules that need other keys or files.
 _KEYS_ONLY = "keys-only"
 BUFFER_POLICIES = ("per_task", "global")
+#: Vectorized meta-batches run as this many vmap calls unless told otherwise, each chunk's
+#: graph freed after its backward. vmap keeps about twice a task's activations per task
+#: (each per-task convolution runs grouped, on a copy of its input), so one call at meta-batch
+#: 32 holds 1.6x the loop's memory plus the meta-batch's activations, two calls 1.3x, four
+#: 0.68x (benchmarks/maml_memory.py, CPU): four keeps the step within that bound.
+DEFAULT_VECTORIZE_CHUNKS = 4
 #: ``--amp`` settings (fewnorm.precision maps them to autocast dtypes).
 AMP_MODES = ("none", "bf16")
 
@@ -103,6 +109,12 @@ class RunConfig(BaseModel):
         None,
         description="MAML family: adapt a meta-batch's tasks together with torch.func.vmap "
         "(None: on CUDA devices only; on these CPUs the grouped convolutions measured slower)",
+    )
+    vectorize_chunks: int | None = Field(
+        None,
+        gt=0,
+        description="MAML family, vectorized: vmap calls per meta-batch, each chunk's graph freed "
+        "after its backward (None: DEFAULT_VECTORIZE_CHUNKS)",
     )
     channels_last: bool | None = Field(
         None,

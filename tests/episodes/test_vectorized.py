@@ -10,11 +10,12 @@ import torch
 from torch import Tensor, nn
 
 import fewnorm.episodes.maml as maml_module
-from fewnorm.config import RunConfig
+from fewnorm.config import DEFAULT_VECTORIZE_CHUNKS, RunConfig
 from fewnorm.episodes.algorithms import get_algorithm, meta_batch_path
-from fewnorm.episodes.maml import InnerLoop, maml_train_step
+from fewnorm.episodes.maml import InnerLoop, maml_train_step, task_chunks
 from fewnorm.episodes.sampler import Episode
 from fewnorm.episodes.vectorized import vectorize_blocker
+from fewnorm.errors import ConfigError
 from fewnorm.norms import get_norm, list_norms
 
 VMAP_NORMS = [spec.name for spec in list_norms() if spec.vmap]
@@ -83,7 +84,31 @@ def test_vectorized_step_takes_the_vmap_path(monkeypatch: pytest.MonkeyPatch) ->
     assert get_algorithm(config).inner_loop(training=True).vectorize  # type: ignore[attr-defined]
     _meta_gradients(config, _episodes(4), vectorize=True, steps=1)
     _meta_gradients(config, _episodes(4), vectorize=False, steps=1)
+    assert calls == [1] * DEFAULT_VECTORIZE_CHUNKS  # 4 tasks in 4 chunks, each freed after its backward
+    calls.clear()
+    _meta_gradients(config.model_copy(update={"vectorize_chunks": 1}), _episodes(4), vectorize=True, steps=1)
     assert calls == [4]
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 3, 7])
+def test_chunked_meta_gradients_equal_the_per_task_loop(chunks: int) -> None:
+    """Splitting a vectorized meta-batch into chunks changes memory, not the meta-gradient."""
+    config = RunConfig(algo="maml", hidden=8, meta_batch=5, vectorize_chunks=chunks)
+    episodes = _episodes(5)
+    loop_grads, loop_loss, *_ = _meta_gradients(config, episodes, vectorize=False)
+    vmap_grads, vmap_loss, *_ = _meta_gradients(config, episodes, vectorize=True)
+    assert vmap_loss == pytest.approx(loop_loss, rel=1e-10)
+    for a, b in zip(loop_grads, vmap_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-10)
+
+
+def test_task_chunks_are_even_consecutive_and_complete() -> None:
+    episodes = _episodes(7)
+    assert [len(c) for c in task_chunks(episodes, 3)] == [3, 2, 2]
+    assert [len(c) for c in task_chunks(episodes, 10)] == [1] * 7  # never an empty chunk
+    assert [e for c in task_chunks(episodes, 2) for e in c] == episodes
+    with pytest.raises(ConfigError, match="positive integer"):
+        task_chunks(episodes, 0)
 
 
 @pytest.mark.parametrize("norm", LOOP_NORMS or ["examplenorm"])
