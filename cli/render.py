@@ -159,5 +159,5 @@ def _meta_batch_rows(config: Any) -> list[tuple[str, str]]:
     vectorized, why = meta_batch_path(config)
     if vectorized:
         chunks = min(config.vectorize_chunks or DEFAULT_VECTORIZE_CHUNKS, config.meta_batch)
-        why += f" ({chunks} vmap call{'s' * (chunks > 1)} per step)"
+        why += f", {chunks} vmap call{'s' * (chunks > 1)} per step"
     return [("meta-batch", f"{config.meta_batch} tasks per step; {why}")]
