@@ -4,28 +4,26 @@ Micikevicius et al., "Mixed Precision Training", ICLR 2018; bfloat16 (Kalamkar e
 al., "A Study of BFLOAT16 for Deep Learning Training", 2019) keeps float32's exponent
 range, so no loss scaling is needed.
 
-Autocast wraps the *forward* passes only, through hooks on the model: backward ops
+Autocast wraps the *forward* passes only, through hooks on the backbone: backward ops
 then run in the dtypes their forward ops chose, as PyTorch's AMP recipe prescribes.
 Wrapping a whole step instead would differ by device, because on the CPU the
 backward runs on the calling thread and autocast would recast its matmuls too. The
-hooks hand float32 outputs back, so losses, prototypes and distances stay float32,
-and they live on the model object: every pass of a task (support, query, MAML's
-``functional_call``) and every path that builds the model from its run config
-(training, ``fewnorm evaluate``, Lake's runs) gets the same precision. Parameters,
-buffers and state-dict keys are untouched, so checkpoints load either way.
+hooks hand float32 outputs back, so heads, losses, prototypes and distances stay
+float32, and they live on the backbone object, which fresh heads share: every pass of
+a task (support, query, MAML's ``functional_call``) and every path that builds the model
+from its run config (training, ``fewnorm evaluate``, Lake's runs) gets the same
+precision. Parameters, buffers and state-dict keys are untouched, so checkpoints load
+either way.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 #: ``--amp`` name -> autocast dtype (None: float32 throughout).
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16}
