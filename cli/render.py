@@ -153,11 +153,10 @@ def _meta_batch_rows(config: Any) -> list[tuple[str, str]]:
     """The MAML family's meta-batch and how its tasks ran (vectorized or the per-task loop)."""
     if config.algo == "protonet":
         return []
-    from fewnorm.config import DEFAULT_VECTORIZE_CHUNKS
     from fewnorm.episodes.algorithms import meta_batch_path
 
     vectorized, why = meta_batch_path(config)
     if vectorized:
-        chunks = min(config.vectorize_chunks or DEFAULT_VECTORIZE_CHUNKS, config.meta_batch)
+        chunks = min(config.effective_vectorize_chunks, config.meta_batch)  # as task_chunks splits
         why += f", {chunks} vmap call{'s' * (chunks > 1)} per step"
     return [("meta-batch", f"{config.meta_batch} tasks per step; {why}")]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fewnorm.backbones import build_backbone
-from fewnorm.config import DEFAULT_VECTORIZE_CHUNKS, RunConfig
+from fewnorm.config import RunConfig
 from fewnorm.episodes.heads import build_classifier, canonical_head, image_size
 from fewnorm.episodes.maml import InnerLoop, maml_evaluate, maml_evaluate_many, maml_train_step
 from fewnorm.episodes.protonet import StepResult, protonet_evaluate, protonet_loss, protonet_train_step
@@ -211,7 +211,7 @@ class MAML:
             head_only=self.head_only,
             buffer_policy=c.buffer_policy,
             vectorize=meta_batch_path(c, training=training)[0],
-            chunks=c.vectorize_chunks or DEFAULT_VECTORIZE_CHUNKS,
+            chunks=c.effective_vectorize_chunks,
         )
 
     def train_step(

@@ -236,6 +236,11 @@ class RunConfig(BaseModel):
     def effective_train_shots(self) -> int:
         return self.train_shots or self.shots
 
+    @property
+    def effective_vectorize_chunks(self) -> int:
+        """vmap calls per vectorized meta-batch: the setting, else :data:`DEFAULT_VECTORIZE_CHUNKS`."""
+        return self.vectorize_chunks or DEFAULT_VECTORIZE_CHUNKS
+
 
 #: Above this many threads a Conv-4 episode (5 to 100 small images) gets no faster.
 MAX_DEFAULT_THREADS = 8
