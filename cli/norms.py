@@ -93,6 +93,7 @@ def show(
     )
     if spec.aliases:
         stdout.print(f"aliases: {', '.join(spec.aliases)}")
+    stdout.print(f"few-shot modes: {_modes_line(spec)}")
     stdout.print(f"MAML meta-batches: {spec.vmap_status()[1]}")
     stdout.print(f"activations: {spec.memory_format_status()[1]}")
     table = Table(title="options (--norm-opt key=value)", title_justify="left")
@@ -106,6 +107,21 @@ def show(
         stdout.print(doc.splitlines()[0])
 
 
+def _modes_line(spec: NormSpec) -> str:
+    """The few-shot modes (``--norm-opt mode=...``), the defaults, and the buffers' roles."""
+    from fewnorm.norms.fewshot import MAML_MODE
+
+    if not spec.modes:
+        return "none (no batch statistics)"
+    line = (
+        f"{', '.join(spec.modes)} (--norm-opt mode=...); default {spec.default_mode()}, "
+        f"MAML family {spec.default_mode(MAML_MODE)}"
+    )
+    if spec.learned_buffers:
+        line += f"; learned across tasks: {', '.join(spec.learned_buffers)}"
+    return line
+
+
 def _spec_dict(spec: NormSpec) -> dict[str, object]:
     return {
         "name": spec.name,
@@ -115,6 +131,8 @@ def _spec_dict(spec: NormSpec) -> dict[str, object]:
         "has_buffers": spec.has_buffers,
         "phase_aware": spec.phase_aware,
         "vmap": spec.vmap,
+        "modes": list(spec.modes),
+        "learned_buffers": list(spec.learned_buffers),
         "meta_batch": spec.vmap_status()[1],
         "channels_last": spec.channels_last,
         "activations": spec.memory_format_status()[1],

@@ -17,7 +17,8 @@ from pydantic import (
     model_validator,
 )
 
-from fewnorm.errors import ConfigError
+from fewnorm.errors import ConfigError, FewnormError
+from fewnorm.norms.fewshot import MAML_MODE
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
 ALGORITHMS = ("protonet", "maml", "fomaml", "anil")
 #: Validation context: check keys and values, not rules that need other keys or files.
 _KEYS_ONLY = "keys-only"
-BUFFER_POLICIES = ("per_task", "global")
+#: MAML buffers: ``by_role`` (statistics per task, learned state such as SWBN's whitening
+#: matrix accumulated in the meta-model), ``per_task`` (every buffer cloned per task and
+#: discarded) and ``global`` (every buffer written back): the last two are ablations.
+BUFFER_POLICIES = ("by_role", "per_task", "global")
 #: Vectorized meta-batches run as this many vmap calls unless told otherwise, each chunk's
 #: graph freed after its backward. vmap keeps about twice a task's activations per task
 #: (each per-task convolution runs grouped, on a copy of its input), so one call at meta-batch
@@ -55,6 +59,11 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "fomaml": _GRADIENT_META_LEARNING,
     "anil": _GRADIENT_META_LEARNING,
 }
+#: The few-shot mode an algorithm runs batch-statistics normalizers in unless told otherwise.
+#: The MAML family evaluates in eval() after adapting on five images: running averages
+#: collected under per-task buffers never learn there, and score at chance (TaskNorm,
+#: Bronskill et al. 2020), so it takes BatchNorm's transductive default for every normalizer.
+ALGORITHM_NORM_MODES: dict[str, str] = dict.fromkeys(("maml", "fomaml", "anil"), MAML_MODE)
 
 
 class RunConfig(BaseModel):
@@ -98,7 +107,9 @@ class RunConfig(BaseModel):
     inner_lr: float = Field(0.4, gt=0, description="MAML inner-loop learning rate")
     inner_steps: int = Field(1, gt=0, description="MAML inner steps in training")
     inner_steps_test: int = Field(3, gt=0, description="MAML inner steps at validation/test")
-    buffer_policy: str = Field("per_task", description="MAML buffers: per_task | global")
+    buffer_policy: str | None = Field(
+        None, description="MAML buffers: by_role | per_task | global (None: by_role, BUFFER_POLICIES)"
+    )
     query_one_at_a_time: bool = Field(False, description="score each query image alone")
 
     seed: int = 0
@@ -163,6 +174,27 @@ class RunConfig(BaseModel):
             return {**defaults, **data}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _record_norm_mode(cls, data: Any, info: ValidationInfo) -> Any:
+        # The few-shot mode decides what a batch-statistics normalizer computes at test time,
+        # so every run records it, chosen where the user named none. An unknown normalizer
+        # is left for the normalizer check to report.
+        if info.context == _KEYS_ONLY or not isinstance(data, Mapping):
+            return data
+        options = data.get("norm_options") or {}
+        norm, algo = data.get("norm", "batchnorm"), data.get("algo", "protonet")
+        if not isinstance(options, Mapping) or "mode" in options or not isinstance(norm, str):
+            return data
+        from fewnorm.norms import get_norm
+
+        try:
+            spec = get_norm(norm)
+        except FewnormError:
+            return data
+        mode = spec.default_mode(ALGORITHM_NORM_MODES.get(algo) if isinstance(algo, str) else None)
+        return data if mode is None else {**data, "norm_options": {**options, "mode": mode}}
+
     @model_validator(mode="after")
     def _known_algorithm(self) -> RunConfig:
         if self.algo not in ALGORITHMS:
@@ -173,7 +205,7 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_buffer_policy(self) -> RunConfig:
-        if self.buffer_policy not in BUFFER_POLICIES:
+        if self.buffer_policy is not None and self.buffer_policy not in BUFFER_POLICIES:
             raise ValueError(f"buffer_policy must be one of {', '.join(BUFFER_POLICIES)}")
         return self
 
@@ -235,6 +267,11 @@ class RunConfig(BaseModel):
     @property
     def effective_train_shots(self) -> int:
         return self.train_shots or self.shots
+
+    @property
+    def effective_buffer_policy(self) -> str:
+        """The MAML buffer policy: the setting, else ``by_role`` (a key unset in older sweeps' hashes)."""
+        return self.buffer_policy or BUFFER_POLICIES[0]
 
     @property
     def effective_vectorize_chunks(self) -> int:

@@ -37,6 +37,7 @@ CHECKS = (
     "state_dict_roundtrip",
     "deepcopy_and_pickle",
     "phases",
+    "modes",
     "vmap",
     "channels_last",
 )
@@ -276,6 +277,23 @@ class _Kit:
                     y = module(query)
             if y.shape[0] != 7 or not torch.isfinite(y).all():
                 raise _fail("phases", self.spec.name, "query pass after support pass failed")
+
+    def modes(self) -> None:
+        """Rule 6: batch statistics come with declared few-shot modes that behave as named."""
+        from fewnorm.testing_modes import check_modes
+
+        def build(mode: str) -> nn.Module:
+            saved, self.options = self.options, {**self.options, "mode": mode}
+            try:
+                return self.build(torch.float64)
+            finally:
+                self.options = saved
+
+        def images(n: int, seed: int) -> Tensor:
+            g = torch.Generator().manual_seed(self.seed + 100 * seed + n)
+            return torch.randn(n, self.in_channels, 6, 6, generator=g, dtype=torch.float64) * 2 + 0.5
+
+        check_modes(self.spec, build, images, lambda why: _fail("modes", self.spec.name, why))
 
     def vmap(self) -> None:
         """Declared ``vmap=True``: vectorized MAML meta-gradients equal the per-task loop's (float64)."""

@@ -13,10 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
-from fewnorm.norms.phase import Phase, current_phase, in_vectorized_tasks, task_load, task_store
+from fewnorm.norms.fewshot import check_mode, select_statistics
+from fewnorm.norms.phase import in_vectorized_tasks
 from fewnorm.norms.running import update_running_
-
-MODES = ("transductive", "running", "support")
 
 
 class FewShotBatchNorm2d(nn.Module):
@@ -40,8 +39,7 @@ class FewShotBatchNorm2d(nn.Module):
         affine: bool = True,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise OptionError(f"batchnorm mode must be one of {', '.join(MODES)}, got '{mode}'")
+        check_mode("batchnorm", mode)
         if not 0.0 <= momentum <= 1.0:
             raise OptionError(f"batchnorm momentum must lie in [0, 1], got {momentum}")
         if eps <= 0:
@@ -81,22 +79,16 @@ class FewShotBatchNorm2d(nn.Module):
         return self._normalize(x, mean, var)
 
     def _support_forward(self, x: Tensor) -> Tensor:
-        phase = current_phase()
-        if phase is Phase.QUERY:
-            moments = task_load(self)
-            if moments is None:
-                raise RuntimeError(
-                    "support-mode batchnorm saw a query pass before any support pass in this task"
-                )
-            mean, var = moments
-        else:
-            mean = x.mean(dim=(0, 2, 3))  # (C,)
-            var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
-            if phase is Phase.SUPPORT:
-                task_store(self, (mean, var))
-            if self.training:
-                self._update_running(mean, var, x.numel() // x.shape[1])
+        def batch() -> tuple[Tensor, Tensor]:
+            return x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)  # (C,), (C,)
+
+        (mean, var), from_batch = select_statistics(self, self.mode, batch, self._running)
+        if from_batch and self.training:
+            self._update_running(mean, var, x.numel() // x.shape[1])
         return self._normalize(x, mean, var)
+
+    def _running(self) -> tuple[Tensor, Tensor]:
+        return self.running_mean, self.running_var
 
     def _normalize(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:  # moments (C,)
         scale = torch.rsqrt(var + self.eps)

@@ -4,6 +4,8 @@ Keeping the factories as ``"module:attribute"`` strings lets ``fewnorm norms``
 list everything without importing torch. ``vmap=True`` is declared after the
 vectorized meta-gradients matched the per-task loop's; ``channels_last=True`` where
 benchmarks/memory_format.py measured a Conv-4 step at least 1.1x faster on NHWC.
+Every normalizer with batch statistics declares its few-shot ``modes`` (the factory's
+default first: the paper's conventional behaviour, BatchNorm's transductive as before).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         phase_aware=True,
         vmap=True,
         channels_last=True,
+        modes=("transductive", "running", "support"),
     ),
     NormSpec(
         name="groupnorm",
@@ -73,20 +76,25 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         factory=_P + "swbn:swbn",
         summary="Standardization, then per-group whitening matrices learned online (KL or Fro).",
         paper="Zhang et al., Stochastic Whitening Batch Normalization, CVPR 2021",
-        statistics=("batch", "running"),
+        statistics=("batch", "running", "support"),
         has_buffers=True,
         aliases=("stochasticwhitening",),
         vmap=True,
+        phase_aware=True,  # support mode
+        modes=("running", "transductive", "support"),
+        learned_buffers=("whitening_matrix",),
     ),
     NormSpec(
         name="iternorm",
         factory=_P + "iternorm:iternorm",
         summary="Per-group whitening by T Newton-Schulz iterations, differentiated through.",
         paper="Huang et al., Iterative Normalization, CVPR 2019",
-        statistics=("batch", "running"),
+        statistics=("batch", "running", "support"),
         has_buffers=True,
         aliases=("iterativenormalization",),
         vmap=True,
+        phase_aware=True,  # support mode
+        modes=("running", "transductive", "support"),
     ),
     # -- conv-owning (patchnorm, weightnorm, scaled-ws) --
     NormSpec(
@@ -149,20 +157,24 @@ BUILTIN_SPECS: tuple[NormSpec, ...] = (
         summary="EvoNorm-B0: x / max(batch std, v x + instance std); running variance at eval.",
         paper="Liu, Brock, Simonyan and Le, Evolving Normalization-Activation Layers, NeurIPS 2020",
         kind=NormKind.NORM_ACT,
-        statistics=("batch", "running", "instance"),
+        statistics=("batch", "running", "support", "instance"),
         has_buffers=True,
         vmap=True,
+        phase_aware=True,  # support mode
+        modes=("running", "transductive", "support"),
     ),
     NormSpec(
         name="variancenorm",
         factory=_P + "variance:variancenorm",
         summary="Divide by the batch std over (N, H, W), no centering; running variance at eval.",
         paper=BEYOND_BN + " (after Daneshmand et al., NeurIPS 2020)",
-        statistics=("batch", "running"),
+        statistics=("batch", "running", "support"),
         has_buffers=True,
         aliases=("vn",),
         vmap=True,
         channels_last=True,
+        phase_aware=True,  # support mode
+        modes=("running", "transductive", "support"),
     ),
     NormSpec(
         name="rmsnorm",

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
+from fewnorm.norms.fewshot import check_mode, select_statistics
 from fewnorm.norms.variance import check_momentum_eps, update_running_var
 
 DEFAULT_GROUPS = 32
@@ -62,9 +63,12 @@ class EvoNormB02d(nn.Module):
 
     running_var: Tensor
 
-    def __init__(self, num_channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(
+        self, num_channels: int, momentum: float = 0.1, eps: float = 1e-5, mode: str = "running"
+    ) -> None:
         super().__init__()
         check_momentum_eps("evonorm-b0", momentum, eps)
+        self.mode = check_mode("evonorm-b0", mode)
         self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
         self.weight = nn.Parameter(torch.ones(num_channels))  # gamma (C,)
         self.bias = nn.Parameter(torch.zeros(num_channels))  # beta (C,)
@@ -72,18 +76,18 @@ class EvoNormB02d(nn.Module):
         self.register_buffer("running_var", torch.ones(num_channels))
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C, H, W)
-        if self.training:
-            var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
+        var, from_batch = select_statistics(
+            self, self.mode, lambda: x.var(dim=(0, 2, 3), unbiased=False), lambda: self.running_var
+        )  # (C,)
+        if self.training and from_batch:
             update_running_var(self.running_var, var, x.numel() // x.shape[1], self.momentum)
-        else:
-            var = self.running_var  # (C,)
         batch_std = torch.sqrt(var + self.eps)[None, :, None, None]  # (1, C, 1, 1)
         local = self.v[None, :, None, None] * x + _std(x, (2, 3), self.eps)  # (N, C, H, W)
         y = x / torch.maximum(batch_std, local)
         return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, momentum={self.momentum}, eps={self.eps}"
+        return f"{self.num_channels}, momentum={self.momentum}, eps={self.eps}, mode={self.mode}"
 
 
 def _default_groups(num_channels: int) -> int:
@@ -100,6 +104,11 @@ def evonorm_s0(num_channels: int, /, groups: int | None = None, eps: float = 1e-
     return EvoNormS02d(num_channels, groups, eps)
 
 
-def evonorm_b0(num_channels: int, /, momentum: float = 0.1, eps: float = 1e-5) -> EvoNormB02d:
-    """EvoNorm-B0 with a running batch variance (``momentum`` as in torch's BatchNorm)."""
-    return EvoNormB02d(num_channels, momentum=momentum, eps=eps)
+def evonorm_b0(
+    num_channels: int, /, momentum: float = 0.1, eps: float = 1e-5, mode: str = "running"
+) -> EvoNormB02d:
+    """EvoNorm-B0 with a running batch variance (``momentum`` as in torch's BatchNorm).
+
+    ``mode`` is the few-shot mode of the batch variance (:mod:`fewnorm.norms.fewshot`).
+    """
+    return EvoNormB02d(num_channels, momentum=momentum, eps=eps, mode=mode)

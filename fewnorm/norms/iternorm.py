@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
+from fewnorm.norms.fewshot import check_mode, select_statistics
 from fewnorm.norms.running import update_running_
 from fewnorm.norms.whitening import (
     check_momentum,
@@ -69,8 +70,10 @@ class IterNorm2d(nn.Module):
         momentum: float = 0.1,
         eps: float = 1e-5,
         affine: bool = True,
+        mode: str = "running",
     ) -> None:
         super().__init__()
+        self.mode = check_mode("iternorm", mode)
         if group_size < 1 or num_channels % group_size:
             raise OptionError(
                 f"iternorm group_size must be a positive divisor of the {num_channels} channels, "
@@ -91,25 +94,29 @@ class IterNorm2d(nn.Module):
         self.register_buffer("running_whitening", eye.clone())  # (G, Cg, Cg)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C, H, W)
-        if self.training:
+        def batch() -> tuple[Tensor, Tensor]:
             mean = x.mean(dim=(0, 2, 3))  # (C,)
             xc = to_groups(x - per_channel(mean), self.group_size)  # (G, Cg, m)
-            whitening = newton_schulz_whitening(xc, self.iterations, self.eps)  # (G, Cg, Cg)
+            return mean, newton_schulz_whitening(xc, self.iterations, self.eps)  # (C,), (G, Cg, Cg)
+
+        (mean, whitening), from_batch = select_statistics(self, self.mode, batch, self._running)
+        if self.training and from_batch:
             with torch.no_grad():
                 update_running_(self.running_mean, mean.detach(), self.momentum)
                 update_running_(self.running_whitening, whitening.detach(), self.momentum)
-        else:
-            xc = to_groups(x - per_channel(self.running_mean), self.group_size)  # (G, Cg, m)
-            whitening = self.running_whitening.detach().clone()  # (G, Cg, Cg)
+        xc = to_groups(x - per_channel(mean), self.group_size)  # (G, Cg, m)
         y = from_groups(whitening @ xc, x.shape)  # (N, C, H, W)
         if self.weight is not None:
             y = y * per_channel(self.weight)
         return y if self.bias is None else y + per_channel(self.bias)
 
+    def _running(self) -> tuple[Tensor, Tensor]:
+        return self.running_mean, self.running_whitening.detach().clone()  # (C,), (G, Cg, Cg)
+
     def extra_repr(self) -> str:
         return (
             f"{self.num_channels}, group_size={self.group_size}, iterations={self.iterations}, "
-            f"momentum={self.momentum}, eps={self.eps}"
+            f"momentum={self.momentum}, eps={self.eps}, mode={self.mode}"
         )
 
 
@@ -121,11 +128,15 @@ def iternorm(
     momentum: float = 0.1,
     eps: float = 1e-5,
     affine: bool = True,
+    mode: str = "running",
 ) -> IterNorm2d:
     """Factory for :class:`IterNorm2d`.
 
     ``group_size`` defaults to 64 channels, halved until it divides the channels
-    (an explicit value must divide them); ``iterations`` is the paper's T.
+    (an explicit value must divide them); ``iterations`` is the paper's T; ``mode``
+    is the few-shot mode (:mod:`fewnorm.norms.fewshot`).
     """
     size = resolve_group_size("iternorm", num_channels, group_size, DEFAULT_GROUP_SIZE)
-    return IterNorm2d(num_channels, size, iterations=iterations, momentum=momentum, eps=eps, affine=affine)
+    return IterNorm2d(
+        num_channels, size, iterations=iterations, momentum=momentum, eps=eps, affine=affine, mode=mode
+    )

@@ -108,6 +108,8 @@ def register_norm(
     phase_aware: bool = False,
     conv_bias: bool = False,
     vmap: bool = False,
+    modes: tuple[str, ...] = (),
+    learned_buffers: tuple[str, ...] = (),
     replace: bool = False,
     registry: NormRegistry | None = None,
 ) -> Callable[[F], F]:
@@ -132,6 +134,8 @@ def register_norm(
             phase_aware=phase_aware,
             conv_bias=conv_bias,
             vmap=vmap,
+            modes=tuple(modes),
+            learned_buffers=tuple(learned_buffers),
         )
         (registry or REGISTRY).register(spec, replace=replace)
         return factory

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from fewnorm.errors import OptionError
+from fewnorm.norms.fewshot import MODES
 
 #: Keywords a ``conv``-kind factory receives from the backbone (never user options).
 CONV_GEOMETRY = ("in_channels", "kernel_size", "stride", "padding")
@@ -61,12 +62,34 @@ class NormSpec:
     conv_bias: bool = False  # whether the preceding conv should keep its bias
     vmap: bool = False  # safe under torch.func.vmap over a meta-batch's tasks (see vmap_status)
     channels_last: bool = False  # backbones run NHWC by default (see memory_format_status)
+    #: Few-shot modes its ``mode`` option offers (fewnorm.norms.fewshot.MODES), the factory's
+    #: default first; every normalizer with ``batch`` statistics declares them.
+    modes: tuple[str, ...] = ()
+    #: Buffers (attribute names) that are learned state, accumulated across tasks in the
+    #: meta-model (SWBN's whitening matrix); every other buffer is a per-task statistic.
+    learned_buffers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.statistics) - set(STATISTICS)
         if unknown:
             raise ValueError(f"{self.name}: unknown statistics {sorted(unknown)}; use {STATISTICS}")
+        bad_modes = set(self.modes) - set(MODES)
+        if bad_modes:
+            raise ValueError(f"{self.name}: unknown few-shot modes {sorted(bad_modes)}; use {MODES}")
         object.__setattr__(self, "kind", NormKind(self.kind))
+        object.__setattr__(self, "modes", tuple(self.modes))
+        object.__setattr__(self, "learned_buffers", tuple(self.learned_buffers))
+
+    def default_mode(self, algorithm_mode: str | None = None) -> str | None:
+        """The few-shot mode a run uses when the user names none (``None``: no modes).
+
+        ``algorithm_mode`` is the algorithm family's preference (the MAML family's
+        :data:`~fewnorm.norms.fewshot.MAML_MODE`), taken where this normalizer offers it;
+        otherwise the factory's default, the first declared mode.
+        """
+        if not self.modes:
+            return None
+        return algorithm_mode if algorithm_mode in self.modes else self.modes[0]
 
     def vmap_status(self) -> tuple[bool, str]:
         """Whether MAML-family meta-batches with this normalizer run vectorized, and why (not).

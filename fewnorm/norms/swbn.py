@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
+from fewnorm.norms.fewshot import check_mode, select_statistics
 from fewnorm.norms.running import update_running_
 from fewnorm.norms.whitening import (
     check_momentum,
@@ -62,8 +63,10 @@ class StochasticWhiteningBatchNorm2d(nn.Module):
         momentum: float = 0.05,
         eps: float = 1e-5,
         affine: bool = True,
+        mode: str = "running",
     ) -> None:
         super().__init__()
+        self.mode = check_mode("swbn", mode)
         if criterion not in CRITERIA:
             raise OptionError(f"swbn criterion must be one of {', '.join(CRITERIA)}, got '{criterion}'")
         check_positive("swbn", "whitening_lr", whitening_lr)
@@ -84,19 +87,21 @@ class StochasticWhiteningBatchNorm2d(nn.Module):
         self.register_buffer("whitening_matrix", eye.clone())  # (G, Cg, Cg)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C, H, W)
-        if self.training:
-            mean = x.mean(dim=(0, 2, 3))  # (C,)
-            var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
-        else:
-            mean, var = self.running_mean, self.running_var
+        def batch() -> tuple[Tensor, Tensor]:
+            return x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)  # (C,), (C,)
+
+        (mean, var), from_batch = select_statistics(self, self.mode, batch, self._running)
         xs = (x - per_channel(mean)) * per_channel(torch.rsqrt(var + self.eps))  # (N, C, H, W)
-        if self.training:
+        if self.training and from_batch:  # a support-mode query pass teaches nothing
             self._update(mean, var, xs)
         whitening = self.whitening_matrix.detach().clone()  # (G, Cg, Cg), a constant in backward
         y = from_groups(whitening @ to_groups(xs, self.group_size), x.shape)  # (N, C, H, W)
         if self.weight is not None:
             y = y * per_channel(self.weight)
         return y if self.bias is None else y + per_channel(self.bias)
+
+    def _running(self) -> tuple[Tensor, Tensor]:
+        return self.running_mean, self.running_var
 
     @torch.no_grad()
     def _update(self, mean: Tensor, var: Tensor, xs: Tensor) -> None:
@@ -120,7 +125,7 @@ class StochasticWhiteningBatchNorm2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_channels}, group_size={self.group_size}, criterion={self.criterion}, "
-            f"whitening_lr={self.whitening_lr}, momentum={self.momentum}, eps={self.eps}"
+            f"whitening_lr={self.whitening_lr}, momentum={self.momentum}, eps={self.eps}, mode={self.mode}"
         )
 
 
@@ -133,12 +138,15 @@ def swbn(
     momentum: float = 0.05,
     eps: float = 1e-5,
     affine: bool = True,
+    mode: str = "running",
 ) -> StochasticWhiteningBatchNorm2d:
     """Factory for :class:`StochasticWhiteningBatchNorm2d`.
 
     ``criterion`` kl | fro; ``whitening_lr`` is the paper's alpha; ``group_size``
     defaults to 16 channels, halved until it divides the channels (an explicit
-    value must divide them); ``momentum`` of the running moments is ``1 - eta``.
+    value must divide them); ``momentum`` of the running moments is ``1 - eta``;
+    ``mode`` is the few-shot mode (:mod:`fewnorm.norms.fewshot`; the MAML family
+    runs ``transductive`` unless told otherwise).
 
     ``whitening_lr`` defaults to 1e-3, not the paper's 1e-5 (tuned for ImageNet's
     ~10^5-10^6 steps). Measured on 16 channels mixed by a fixed matrix (population
@@ -155,4 +163,5 @@ def swbn(
         momentum=momentum,
         eps=eps,
         affine=affine,
+        mode=mode,
     )

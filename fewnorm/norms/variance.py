@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
+from fewnorm.norms.fewshot import check_mode, select_statistics
 from fewnorm.norms.running import update_running_
 
 
@@ -49,21 +50,27 @@ class VarianceNorm2d(nn.Module):
     running_var: Tensor
 
     def __init__(
-        self, num_channels: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True
+        self,
+        num_channels: int,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        affine: bool = True,
+        mode: str = "running",
     ) -> None:
         super().__init__()
         check_momentum_eps("variancenorm", momentum, eps)
+        self.mode = check_mode("variancenorm", mode)
         self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
         self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_channels)) if affine else None
         self.register_buffer("running_var", torch.ones(num_channels))
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C, H, W)
-        if self.training:
-            var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
+        var, from_batch = select_statistics(
+            self, self.mode, lambda: x.var(dim=(0, 2, 3), unbiased=False), lambda: self.running_var
+        )  # (C,)
+        if self.training and from_batch:
             update_running_var(self.running_var, var, x.numel() // x.shape[1], self.momentum)
-        else:
-            var = self.running_var  # (C,)
         scale = torch.rsqrt(var + self.eps)  # (C,)
         if self.weight is not None:
             scale = scale * self.weight
@@ -71,11 +78,16 @@ class VarianceNorm2d(nn.Module):
         return y if self.bias is None else y + self.bias[None, :, None, None]
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, momentum={self.momentum}, eps={self.eps}"
+        return f"{self.num_channels}, momentum={self.momentum}, eps={self.eps}, mode={self.mode}"
 
 
 def variancenorm(
-    num_channels: int, /, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True
+    num_channels: int,
+    /,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    affine: bool = True,
+    mode: str = "running",
 ) -> VarianceNorm2d:
-    """Factory for :class:`VarianceNorm2d`."""
-    return VarianceNorm2d(num_channels, momentum=momentum, eps=eps, affine=affine)
+    """Factory for :class:`VarianceNorm2d`; ``mode`` is the few-shot mode (:mod:`fewnorm.norms.fewshot`)."""
+    return VarianceNorm2d(num_channels, momentum=momentum, eps=eps, affine=affine, mode=mode)
