@@ -70,7 +70,11 @@ def train(
     inner_steps_test: int | None = typer.Option(
         None, help="MAML inner steps at validation/test (default 10)."
     ),
-    buffer_policy: str | None = typer.Option(None, help="MAML buffers: per_task | global."),
+    buffer_policy: str | None = typer.Option(
+        None,
+        help="MAML buffers: by_role (default: statistics per task, learned state such as SWBN's "
+        "whitening learns) | per_task | global (ablations).",
+    ),
     head: str | None = typer.Option(None, help="Head: linear | affine-divergence (MAML/ANIL)."),
     augment: bool | None = typer.Option(
         None, "--augment/--no-augment", help="Augment training episodes (crop, colour jitter, flip)."

@@ -156,8 +156,8 @@ def meta_batch_path(config: RunConfig, *, training: bool = True) -> tuple[bool, 
     if training:
         if config.meta_batch == 1:
             return False, "per-task loop: meta-batch of one task"
-        if config.buffer_policy != "per_task":
-            return False, f"per-task loop: buffer policy {config.buffer_policy} (tasks would share buffers)"
+        if config.effective_buffer_policy == "global":
+            return False, "per-task loop: buffer policy global (tasks would share buffers)"
         if config.dropblock:
             return False, "per-task loop: DropBlock draws random masks, which vmap would draw differently"
     vectorized, why = get_norm(config.norm).vmap_status()
@@ -209,7 +209,8 @@ class MAML:
             steps=c.inner_steps if training else c.inner_steps_test,
             first_order=self.first_order,
             head_only=self.head_only,
-            buffer_policy=c.buffer_policy,
+            buffer_policy=c.effective_buffer_policy,
+            learned_buffers=get_norm(c.norm).learned_buffers,
             vectorize=meta_batch_path(c, training=training)[0],
             chunks=c.effective_vectorize_chunks,
         )

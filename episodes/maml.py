@@ -23,11 +23,18 @@ statistics a normalizer uses in each is its own option (BatchNorm ``mode``):
 behaviour), ``running`` uses running averages at evaluation (near chance for
 MAML, Bronskill et al., ICML 2020), ``support`` the support set's moments.
 
-Buffers (``buffer_policy``): ``per_task`` clones them for each task and drops
-the clones, so training never moves the meta-model's buffers (running-mode
-BatchNorm then keeps its initial running averages); ``global`` passes the
-meta-model's own buffers, so training updates land in it (the conventional
-BatchNorm ablation). Evaluation always uses clones: it never changes the model.
+Buffers (``buffer_policy``) by their role (``NormSpec.learned_buffers``):
+``by_role`` (the default) clones every buffer for each task; per-task statistics
+(running moments) are dropped with the clones, while learned state (SWBN's
+whitening matrix) is written back after the outer step as the mean of the
+tasks' final values: every task of a meta-batch starts from the same state, so
+the per-task loop and the vectorized path agree, and the state enters the
+forward as a constant, so the meta-gradient is the one ``per_task`` computes.
+``per_task`` drops every clone (training never moves the meta-model's buffers;
+running-mode normalizers keep their initial averages); ``global`` passes the
+meta-model's own buffers, so every training update lands in it (the
+conventional BatchNorm ablation). Evaluation always uses clones: it never
+changes the model.
 """
 
 from __future__ import annotations
@@ -60,7 +67,8 @@ class InnerLoop:
     steps: int
     first_order: bool = False
     head_only: bool = False  # ANIL: adapt only parameters under ``head.``
-    buffer_policy: str = "per_task"  # per_task | global
+    buffer_policy: str = "by_role"  # by_role | per_task | global (fewnorm.config.BUFFER_POLICIES)
+    learned_buffers: tuple[str, ...] = ()  # attribute names of buffers that are learned state (by_role)
     vectorize: bool = True  # run a meta-batch's tasks together (torch.func.vmap) where the normalizer allows
     chunks: int = 1  # vectorized: vmap calls per meta-batch, each chunk's graph freed after its backward
 
@@ -69,12 +77,33 @@ class InnerLoop:
 
 
 def task_buffers(model: nn.Module, policy: str) -> Tensors:
-    """The buffers a task runs with: clones (``per_task``) or the model's own (``global``)."""
+    """The buffers a task runs with: clones (``by_role``, ``per_task``) or the model's own (``global``)."""
     if policy == "global":
         return dict(model.named_buffers())
-    if policy == "per_task":
+    if policy in ("by_role", "per_task"):
         return {name: b.clone() for name, b in model.named_buffers()}
-    raise ConfigError(f"buffer_policy must be per_task or global, got '{policy}'")
+    raise ConfigError(f"buffer_policy must be by_role, per_task or global, got '{policy}'")
+
+
+def learned_buffer_names(model: nn.Module, loop: InnerLoop) -> list[str]:
+    """The model's buffers that training writes back under ``by_role``: learned state, not statistics."""
+    if loop.buffer_policy != "by_role" or not loop.learned_buffers:
+        return []
+    return [name for name, _ in model.named_buffers() if name.rsplit(".", 1)[-1] in loop.learned_buffers]
+
+
+@torch.no_grad()
+def write_learned_state(model: nn.Module, finals: Sequence[Tensors]) -> None:
+    """Set each learned buffer named in ``finals`` to the mean of the tasks' final values.
+
+    Every task started from the model's value, so this is one step along the tasks'
+    mean update; with one task it is that task's final value exactly.
+    """
+    if not finals or not finals[0]:
+        return
+    buffers = dict(model.named_buffers())
+    for name in finals[0]:
+        buffers[name].copy_(torch.stack([f[name] for f in finals]).mean(0))
 
 
 def adapted_names(params: Tensors, loop: InnerLoop) -> list[str]:
@@ -160,11 +189,17 @@ def check_ways(model: nn.Module, episode: Episode) -> None:
         )
 
 
-def maml_task_loss(model: nn.Module, episode: Episode, loop: InnerLoop) -> tuple[Tensor, Tensor]:
-    """Query cross-entropy after adaptation (differentiable w.r.t. the meta-parameters) and accuracy."""
+def maml_task_loss(
+    model: nn.Module, episode: Episode, loop: InnerLoop, buffers: Tensors | None = None
+) -> tuple[Tensor, Tensor]:
+    """Query cross-entropy after adaptation (differentiable w.r.t. the meta-parameters) and accuracy.
+
+    ``buffers`` (default: :func:`task_buffers` of the loop's policy) are the task's buffers;
+    the passes update them in place, so a caller that passes its own reads the task's final state.
+    """
     check_ways(model, episode)
     params: Tensors = dict(model.named_parameters())
-    buffers = task_buffers(model, loop.buffer_policy)
+    buffers = task_buffers(model, loop.buffer_policy) if buffers is None else buffers
     logits = adapted_query_logits(model, params, buffers, episode, loop, create_graph=not loop.first_order)
     loss = F.cross_entropy(logits, episode.query_labels)
     accuracy = (logits.argmax(1) == episode.query_labels).float().mean()
@@ -184,27 +219,40 @@ def maml_train_step(
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
+    learned = learned_buffer_names(model, loop)
+    finals: list[Tensors] = []  # each task's final learned state (by_role)
     if loop.vectorize and vectorize_blocker(episodes, loop.buffer_policy) is None:
         for episode in episodes:  # the per-task loop checks in maml_task_loss
             check_ways(model, episode)
         adapted = adapted_names(dict(model.named_parameters()), loop)
         chunk_losses, chunk_accuracies = [], []
         for chunk in task_chunks(episodes, loop.chunks):
-            losses, accuracies = vectorized_task_losses(
-                model, chunk, lr=loop.lr, steps=loop.steps, adapted=adapted, first_order=loop.first_order
-            )  # (t,), (t,)
+            losses, accuracies, states = vectorized_task_losses(
+                model,
+                chunk,
+                lr=loop.lr,
+                steps=loop.steps,
+                adapted=adapted,
+                first_order=loop.first_order,
+                keep_buffers=learned,
+            )  # (t,), (t,), {name: (t, *shape)}
             (losses.sum() / len(episodes)).backward()  # the meta-batch's mean, a chunk at a time
             chunk_losses.append(losses.detach())
             chunk_accuracies.append(accuracies)
+            finals += [{k: v[i] for k, v in states.items()} for i in range(len(chunk))]
         optimizer.step()
+        write_learned_state(model, finals)
         return StepResult(float(torch.cat(chunk_losses).mean()), float(torch.cat(chunk_accuracies).mean()))
     loss_values, accuracy_values = [], []
     for episode in episodes:
-        loss, accuracy = maml_task_loss(model, episode, loop)
+        buffers = task_buffers(model, loop.buffer_policy)
+        loss, accuracy = maml_task_loss(model, episode, loop, buffers)
         (loss / len(episodes)).backward()
         loss_values.append(loss.item())
         accuracy_values.append(accuracy.item())
+        finals.append({k: buffers[k] for k in learned})
     optimizer.step()
+    write_learned_state(model, finals)
     return StepResult(sum(loss_values) / len(loss_values), sum(accuracy_values) / len(accuracy_values))
 
 
@@ -259,7 +307,7 @@ def maml_evaluate_many(
     model.eval()
     params: Tensors = {k: p.detach().requires_grad_(p.requires_grad) for k, p in model.named_parameters()}
     with torch.enable_grad():
-        _, accuracies = vectorized_task_losses(
+        _, accuracies, _ = vectorized_task_losses(
             model,
             episodes,
             lr=loop.lr,

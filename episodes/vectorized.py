@@ -12,8 +12,10 @@ activations at once instead of one task's.
 Per task, the semantics are the loop's: one ``task_scope()``, support passes under
 ``norm_phase("support")``, the support statistics refreshed with the adapted
 weights when some normalizer keeps them, the query under ``norm_phase("query")``,
-and each task its own copy of the buffers (``per_task`` policy; ``global`` cannot
-be vectorized, since T tasks cannot write one buffer).
+and each task its own copy of the buffers (``by_role`` and ``per_task`` policies;
+``global`` cannot be vectorized, since T tasks cannot write one buffer). The tasks'
+final values of the buffers named in ``keep_buffers`` come back, so that the caller
+can write learned state back as the per-task loop does.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def vectorize_blocker(episodes: Sequence[Episode], buffer_policy: str) -> str | 
     """Why this meta-batch cannot run vectorized (``None``: it can)."""
     if len(episodes) < 2:
         return "a meta-batch of one task"
-    if buffer_policy != "per_task":
+    if buffer_policy not in ("by_role", "per_task"):
         return f"buffer policy '{buffer_policy}' (tasks would write one buffer together)"
     first = episodes[0]
     if any(e.support.shape != first.support.shape or e.query.shape != first.query.shape for e in episodes):
@@ -69,8 +71,10 @@ def vectorized_task_losses(
     differentiable: bool = True,
     one_at_a_time: bool = False,
     params: Tensors | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Query losses ``(T,)`` after adaptation (differentiable in the meta-parameters), accuracies ``(T,)``.
+    keep_buffers: Sequence[str] = (),
+) -> tuple[Tensor, Tensor, Tensors]:
+    """Query losses ``(T,)`` after adaptation (differentiable in the meta-parameters), accuracies
+    ``(T,)``, and each task's final value ``(T, *shape)`` of the buffers named in ``keep_buffers``.
 
     ``adapted`` names the parameters the inner loop updates (all of them for MAML,
     the head's for ANIL). With ``first_order`` the inner gradients are constants.
@@ -81,7 +85,9 @@ def vectorized_task_losses(
     params = dict(model.named_parameters()) if params is None else params
     names = list(adapted)
 
-    def one_task(buffers: Tensors, support: Tensor, labels: Tensor, query: Tensor, qlabels: Tensor) -> Tensor:
+    def one_task(
+        buffers: Tensors, support: Tensor, labels: Tensor, query: Tensor, qlabels: Tensor
+    ) -> tuple[Tensor, Tensors]:
         # One task's tensors: support (ways*shots, C, H, W), query (ways*queries, C, H, W).
         with task_scope():
             fast = dict(params)
@@ -114,11 +120,12 @@ def vectorized_task_losses(
                 )
         loss = F.cross_entropy(logits, qlabels)  # logits: (ways*queries, ways)
         accuracy = (logits.argmax(1) == qlabels).float().mean()  # float32, as the per-task loop's
-        return torch.stack([loss, accuracy.to(loss.dtype)])
+        kept = {k: buffers[k].detach() for k in keep_buffers}
+        return torch.stack([loss, accuracy.to(loss.dtype)]), kept
 
     support, labels, query, qlabels = _stack(episodes)
     with vectorized_tasks():
-        out = vmap(one_task, randomness="error")(
+        out, kept = vmap(one_task, randomness="error")(
             _task_buffers(model, len(episodes)), support, labels, query, qlabels
-        )  # (T, 2)
-    return out[:, 0], out[:, 1].detach()
+        )  # (T, 2), {name: (T, *shape)}
+    return out[:, 0], out[:, 1].detach(), kept
