@@ -233,6 +233,9 @@ def run_sweep(
         print_json({"out": str(out), "baseline": sweep.baseline, "rows": [row_record(r) for r in rows]})
         return
     stdout.print(results_table(rows, sweep, title))
+    for row in rows:  # a collapsed row is no finding: say why next to the table
+        if row.status.startswith("collapsed"):
+            stdout.print(f"[red]{row.label}[/]: {row.message}")
     written = "results.csv, results.json" + (", accuracy.png, curves.png" if plots else "")
     stdout.print(f"[dim]{out}: {written}[/]")
 

@@ -120,7 +120,7 @@ def summary_table(summary: RunSummary) -> Table:
             "best validation accuracy",
             f"{100 * summary.best_val_accuracy:.2f}% (episode {summary.best_val_episode})",
         ),
-        ("test accuracy (95% CI)", f"[bold green]{summary.test}[/]"),
+        ("test accuracy (95% CI)", _test_cell(summary)),
         ("test episodes", str(summary.test.n)),
         ("parameters", f"{summary.parameters:,}"),
         ("torch threads", str(c.get("threads") or "torch default")),
@@ -133,6 +133,17 @@ def summary_table(summary: RunSummary) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _test_cell(summary: RunSummary) -> str:
+    """The test accuracy, or the accuracy marked collapsed with its likely cause and what to try."""
+    c = summary.collapse
+    if c is None:
+        return f"[bold green]{summary.test}[/]"
+    return (
+        f"[bold red]{summary.test}  COLLAPSED[/]: {c['reason']}\n"
+        f"likely cause: {c['cause']}\ntry: {c['advice']}"
+    )
 
 
 def _precision(amp: str | None) -> str:
@@ -159,4 +170,22 @@ def _meta_batch_rows(config: Any) -> list[tuple[str, str]]:
     if vectorized:
         chunks = min(config.effective_vectorize_chunks, config.meta_batch)  # as task_chunks splits
         why += f", {chunks} vmap call{'s' * (chunks > 1)} per step"
-    return [("meta-batch", f"{config.meta_batch} tasks per step; {why}")]
+    return [
+        ("meta-batch", f"{config.meta_batch} tasks per step; {why}"),
+        ("buffers", _buffer_roles(config)),
+    ]
+
+
+def _buffer_roles(config: Any) -> str:
+    """The MAML buffer policy, with what it does to this normalizer's buffers."""
+    from fewnorm.norms import get_norm
+
+    policy = config.effective_buffer_policy
+    learned = get_norm(config.norm).learned_buffers
+    if policy == "global":
+        return "global: every buffer written back to the meta-model (ablation)"
+    if policy == "per_task":
+        return "per_task: every buffer cloned per task and dropped (ablation)"
+    if learned:
+        return f"by_role: statistics per task; {', '.join(learned)} learned across tasks"
+    return "by_role: statistics per task (no learned buffers)"

@@ -28,6 +28,7 @@ from torch import nn
 
 from fewnorm import distributed, torchrun
 from fewnorm.allocator import keep_freed_memory
+from fewnorm.collapse import diagnose, last_train_accuracy
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
 from fewnorm.data.augment import augment_episode
@@ -64,6 +65,7 @@ class RunSummary:
     train_seconds_per_episode: float
     run_dir: str
     test_accuracies: list[float] = field(repr=False, default_factory=list)
+    collapse: dict[str, str] | None = None  # fewnorm.collapse.Collapse: test accuracy at chance
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -404,6 +406,9 @@ def train(
             save_last()
         runs.write_summary(_partial_summary(config, run_dir, state, wall()))
         raise RunInterrupted(run_dir, state.episode, config.episodes) from None
+    collapse = diagnose(accuracies, config.ways, last_train_accuracy(state.records), config.model_dump())
+    if collapse is not None:
+        log.warning("%s", collapse.line())
     summary = RunSummary(
         config=config.model_dump(),
         best_val_accuracy=state.best_acc,
@@ -414,6 +419,7 @@ def train(
         train_seconds_per_episode=state.train_time / config.episodes,
         run_dir=str(run_dir),
         test_accuracies=accuracies,
+        collapse=None if collapse is None else collapse.to_dict(),
     )
     runs.write_summary(summary.to_dict())
     runs.finish()

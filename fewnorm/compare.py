@@ -214,15 +214,15 @@ class RunResult:
     parameters: int = 0
     seconds_per_episode: float = math.nan
     curve: tuple[tuple[int, float], ...] = ()  # (episode, validation accuracy)
+    collapse: str = ""  # why its test accuracy is no result (fewnorm.collapse), if it is not
 
 
 def read_run(path: Path, run: PlannedRun, failure: str = "") -> RunResult:
     """The result in ``path``; ``failure`` is the error message of a run that crashed this time."""
     from fewnorm.runs import DIVERGED, METRICS, SUMMARY, run_status
 
-    curve = tuple(
-        (r["episode"], r["accuracy"]) for r in _json_lines(path / METRICS) if r.get("kind") == "val"
-    )
+    records = _json_lines(path / METRICS)
+    curve = tuple((r["episode"], r["accuracy"]) for r in records if r.get("kind") == "val")
     status = run_status(path)
     if status == "finished":
         s = json.loads((path / SUMMARY).read_text())
@@ -234,11 +234,24 @@ def read_run(path: Path, run: PlannedRun, failure: str = "") -> RunResult:
             parameters=s["parameters"],
             seconds_per_episode=s["train_seconds_per_episode"],
             curve=curve,
+            collapse=_collapse_line(s, records),
         )
     if status == "diverged":
         message = json.loads((path / DIVERGED).read_text()).get("message", "diverged")
         return RunResult(run.label, run.seed, "diverged", message, curve=curve)
     return RunResult(run.label, run.seed, "failed" if failure else "missing", failure, curve=curve)
+
+
+def _collapse_line(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
+    """The run's collapse diagnosis: as its summary recorded it, else made now (older runs)."""
+    from fewnorm.collapse import Collapse, diagnose, last_train_accuracy
+
+    if "collapse" in summary:
+        found = summary["collapse"]
+        return Collapse(**found).line() if found else ""
+    config = summary.get("config", {})
+    made = diagnose(summary["test_accuracies"], config.get("ways", 0), last_train_accuracy(records), config)
+    return made.line() if made else ""
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
@@ -317,10 +330,14 @@ def summarize(sweep: Sweep, results: Sequence[RunResult]) -> list[Row]:
         ok = [r for r in runs if r.status == "ok"]
         accs = [a for r in ok for a in r.test_accuracies]
         bad = [r for r in runs if r.status != "ok"]
+        collapsed = [r for r in ok if r.collapse]
         status = "ok"
         if bad:
             kind = bad[0].status
             status = kind if len(bad) == len(runs) else f"{kind} ({len(bad)}/{len(runs)} seeds)"
+        elif collapsed:  # measured, but no result: never ranked among the normalizers that work
+            part = "" if len(collapsed) == len(runs) else f" ({len(collapsed)}/{len(runs)} seeds)"
+            status = f"collapsed{part}"
         rows.append(
             Row(
                 entry.label,
@@ -335,7 +352,7 @@ def summarize(sweep: Sweep, results: Sequence[RunResult]) -> list[Row]:
                 None if entry.label == sweep.baseline else paired_difference(paired(ok), baseline),
                 math.fsum(r.seconds_per_episode for r in ok) / len(ok) if ok else math.nan,
                 ok[0].parameters if ok else 0,
-                bad[0].message if bad else "",
+                bad[0].message if bad else (collapsed[0].collapse if collapsed else ""),
             )
         )
     return sorted(rows, key=lambda r: (r.status != "ok", -(r.accuracy.mean if r.accuracy else -1.0)))
