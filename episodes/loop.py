@@ -36,6 +36,7 @@ from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_for
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError, FewnormError, TrainingDivergedError
 from fewnorm.metrics import Interval, mean_ci95
+from fewnorm.norms import learning_rate_scale
 from fewnorm.precision import slow_amp_reason
 from fewnorm.runs import RunDir, run_status
 
@@ -366,7 +367,8 @@ def train(
                     batch = [e.to(device) for e in drawn]
                 else:  # this rank's share; task j of this step drawn from (seed, episode, j)
                     batch = group.step_tasks(train_sampler, config, episode)
-                result = algorithm.train_step(model, optimizer, batch)
+                with learning_rate_scale(optimizer.param_groups[0]["lr"] / config.lr):  # SWBN's coupling
+                    result = algorithm.train_step(model, optimizer, batch)
                 if group is not None:  # logged and checked for divergence alike on every rank
                     result = group.mean_result(result)
                 if scheduler is not None:

@@ -7,8 +7,10 @@
 from fewnorm.norms.builtin import register_builtins
 from fewnorm.norms.phase import (
     Phase,
+    current_learning_rate_scale,
     current_phase,
     in_vectorized_tasks,
+    learning_rate_scale,
     norm_phase,
     task_load,
     task_scope,
@@ -36,9 +38,11 @@ __all__ = [
     "NormSpec",
     "Phase",
     "create_norm",
+    "current_learning_rate_scale",
     "current_phase",
     "get_norm",
     "in_vectorized_tasks",
+    "learning_rate_scale",
     "list_norms",
     "load_plugin",
     "norm_phase",

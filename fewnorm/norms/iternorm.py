@@ -7,8 +7,16 @@ channels: centre, ``S = Xc Xc^T / m + eps I``, ``S_N = S / tr(S)``,
 ``W = P_T / sqrt(tr(S))``, output ``gamma * W Xc + beta``. With a small ``T``
 the iteration stops short of ``S^{-1/2}`` on purpose (the paper's "partial
 whitening"). Plain tensor operations throughout, so autograd differentiates
-every iteration, twice if asked (the reference code's hand-written backward
-does not run on current torch). The iteration runs in its coupled form
+every iteration, twice if asked. The authors' PyTorch code
+(huangleiBuaa/IterNorm-pytorch, ``extension/normailzation/iterative_normalization.py``)
+has a hand-written backward that still runs on torch 2.14 and matches this
+module's gradient (to 1e-14 in float64), but it is first-order only (no
+second-order MAML), cannot run twice over one graph (it transposes its saved
+matrices in place), and with more than one group a freshly built float32
+module fails in the forward: its running whitening buffer is
+``eye(Cg).expand(G, Cg, Cg)`` and the in-place running update raises "more than
+one element of the written-to tensor refers to a single memory location" (a
+copy such as ``.double()`` hides it). The iteration runs in its coupled form
 (``Y_0 = S_N``, ``T_k = 1.5 I - 0.5 P_k Y_k``, ``Y_{k+1} = Y_k T_k``,
 ``P_{k+1} = T_k P_k``): the same iterates ``P_k`` for the same three matrix
 products per step, but rounding errors do not grow; the uncoupled form

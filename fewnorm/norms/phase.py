@@ -37,6 +37,7 @@ class Phase(StrEnum):
 _phase: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("fewnorm_phase", default=None)
 _task: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar("fewnorm_task", default=None)
 _vectorized: contextvars.ContextVar[bool] = contextvars.ContextVar("fewnorm_vectorized", default=False)
+_lr_scale: contextvars.ContextVar[float] = contextvars.ContextVar("fewnorm_lr_scale", default=1.0)
 
 
 def current_phase() -> Phase | None:
@@ -91,3 +92,22 @@ def vectorized_tasks() -> Iterator[None]:
 def in_vectorized_tasks() -> bool:
     """Whether a normalizer runs inside :func:`vectorized_tasks` (avoid fused norm kernels there)."""
     return _vectorized.get()
+
+
+@contextmanager
+def learning_rate_scale(scale: float) -> Iterator[None]:
+    """Mark the block as training at ``scale`` times the run's initial learning rate.
+
+    The training loop sets it from its schedule, so that normalizers with a learning
+    rate of their own (SWBN's whitening step) can keep their ratio to the network's.
+    """
+    token = _lr_scale.set(float(scale))
+    try:
+        yield
+    finally:
+        _lr_scale.reset(token)
+
+
+def current_learning_rate_scale() -> float:
+    """The training loop's learning rate over its initial one (1.0 outside a training step)."""
+    return _lr_scale.get()

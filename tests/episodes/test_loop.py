@@ -55,3 +55,23 @@ def test_divergence_stops_with_step_and_normalizer(tmp_path: Path, monkeypatch: 
         loop.train(CONFIG, tmp_path / "run")
     assert (tmp_path / "run" / "best.pt").is_file()  # the last good checkpoint is kept
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_training_steps_see_the_schedules_learning_rate_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SWBN couples its whitening rate to the network's: the loop signals lr / initial lr per step."""
+    from fewnorm.episodes.algorithms import ProtoNet
+    from fewnorm.norms import current_learning_rate_scale
+
+    scales: list[float] = []
+    real_step = ProtoNet.train_step
+
+    def spy(self: ProtoNet, model: torch.nn.Module, opt: torch.optim.Optimizer, eps: list) -> StepResult:
+        scales.append(current_learning_rate_scale())
+        return real_step(self, model, opt, eps)
+
+    monkeypatch.setattr(ProtoNet, "train_step", spy)
+    loop.train(CONFIG.model_copy(update={"lr_halve_every": 2}), tmp_path / "run")
+    assert scales == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    assert current_learning_rate_scale() == 1.0  # outside a step

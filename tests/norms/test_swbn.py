@@ -239,3 +239,20 @@ def test_finite_with_rank_deficient_correlation(criterion: str) -> None:
 def test_bad_options_are_rejected(options: dict[str, object], match: str) -> None:
     with pytest.raises(OptionError, match=match):
         create_norm("swbn", 16, **options)
+
+
+def test_whitening_rate_follows_the_learning_rate_schedule() -> None:
+    """The paper keeps whitening rate / learning rate constant: half the lr, half the step."""
+    from fewnorm.norms import learning_rate_scale
+
+    x = torch.randn(6, 16, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+
+    def moved(scale: float, couple: bool) -> Tensor:
+        module = swbn(16, whitening_lr=0.1, couple_lr=couple).double().train()
+        with learning_rate_scale(scale):
+            module(x)
+        return module.whitening_matrix - torch.eye(16, dtype=torch.float64)
+
+    full = moved(1.0, True)
+    torch.testing.assert_close(moved(0.5, True), 0.5 * full, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(moved(0.5, False), full, rtol=0, atol=0)  # decoupled: a fixed rate
