@@ -77,7 +77,7 @@ def evaluate(
         raise ConfigError("--runs applies to --benchmark lake20 only")
     from rich.table import Table
 
-    from fewnorm.cli.render import norm_label, print_json, stdout, train_progress
+    from fewnorm.cli.render import collapse_cell, norm_label, print_json, stdout, train_progress
     from fewnorm.episodes.reinit_eval import evaluate_with_protocol
 
     with train_progress(progress and not json_output) as bars:
@@ -114,7 +114,7 @@ def evaluate(
         ("dataset / split", f"{c['dataset']} / {result.split}"),
         ("normalizer", norm_label(c["norm"], c["norm_options"])),
         ("ways / shots / queries", f"{result.ways} / {result.shots} / {result.queries}"),
-        ("accuracy (95% CI)", f"[bold green]{result.accuracy}[/]"),
+        ("accuracy (95% CI)", collapse_cell(result.accuracy, result.collapse)),
         ("episodes", str(result.accuracy.n)),
     ):
         table.add_row(key, value)

@@ -120,7 +120,7 @@ def summary_table(summary: RunSummary) -> Table:
             "best validation accuracy",
             f"{100 * summary.best_val_accuracy:.2f}% (episode {summary.best_val_episode})",
         ),
-        ("test accuracy (95% CI)", _test_cell(summary)),
+        ("test accuracy (95% CI)", collapse_cell(summary.test, summary.collapse)),
         ("test episodes", str(summary.test.n)),
         ("parameters", f"{summary.parameters:,}"),
         ("torch threads", str(c.get("threads") or "torch default")),
@@ -135,14 +135,13 @@ def summary_table(summary: RunSummary) -> Table:
     return table
 
 
-def _test_cell(summary: RunSummary) -> str:
-    """The test accuracy, or the accuracy marked collapsed with its likely cause and what to try."""
-    c = summary.collapse
-    if c is None:
-        return f"[bold green]{summary.test}[/]"
+def collapse_cell(accuracy: Any, collapse: dict[str, str] | None) -> str:
+    """An accuracy, or the accuracy marked collapsed with its likely cause and what to try."""
+    if collapse is None:
+        return f"[bold green]{accuracy}[/]"
     return (
-        f"[bold red]{summary.test}  COLLAPSED[/]: {c['reason']}\n"
-        f"likely cause: {c['cause']}\ntry: {c['advice']}"
+        f"[bold red]{accuracy}  COLLAPSED[/]: {collapse['reason']}\n"
+        f"likely cause: {collapse['cause']}\ntry: {collapse['advice']}"
     )
 
 

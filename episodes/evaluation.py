@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fewnorm.allocator import keep_freed_memory
+from fewnorm.collapse import diagnose, run_train_accuracy
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
 from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm
@@ -28,6 +29,7 @@ class EvalResult:
     queries: int
     accuracy: Interval
     accuracies: list[float]
+    collapse: dict[str, str] | None = None  # fewnorm.collapse.Collapse: the scores are at chance
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class EvalResult:
             "accuracy": self.accuracy.mean,
             "ci95": self.accuracy.ci95,
             "episodes": self.accuracy.n,
+            "collapse": self.collapse,
         }
 
 
@@ -87,6 +90,8 @@ def evaluate_checkpoint(
     accuracies = evaluate(
         scorer(config) if scorer else algorithm, model, sampler, episodes, seed, dev, callback
     )
+    run_dir = path if path.is_dir() else path.parent
+    collapse = diagnose(accuracies, ways, run_train_accuracy(run_dir), config.model_dump())
     return EvalResult(
         str(path),
         config.model_dump(),
@@ -96,4 +101,5 @@ def evaluate_checkpoint(
         queries,
         mean_ci95(accuracies),
         accuracies,
+        None if collapse is None else collapse.to_dict(),
     )

@@ -18,8 +18,10 @@ Rules (``ways``-way episodes, chance ``1/ways``):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 #: Test accuracy within this much (absolute) above chance counts as chance.
@@ -101,3 +103,18 @@ def last_train_accuracy(records: Sequence[Mapping[str, Any]]) -> float | None:
         if record.get("kind") == "train":
             return float(record["accuracy"])
     return None
+
+
+def run_train_accuracy(run_dir: Path) -> float | None:
+    """:func:`last_train_accuracy` of a run directory's ``metrics.jsonl`` (``None`` if unreadable)."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break  # a torn last line of a killed run
+    return last_train_accuracy(records)

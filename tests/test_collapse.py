@@ -96,3 +96,25 @@ def test_the_summary_says_collapsed_with_cause_and_advice() -> None:
     console.print(summary_table(summary))
     text = console.export_text()
     assert "COLLAPSED" in text and "likely cause: swbn in running mode under maml" in text
+
+
+def test_evaluate_marks_a_checkpoint_that_scores_chance(tmp_path: Path) -> None:
+    import pytest
+
+    from fewnorm.config import RunConfig
+    from fewnorm.episodes import evaluation, loop
+
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(loop, "load_split", lambda dataset, split, root=None: make_store(size=28))
+        mp.setattr(evaluation, "load_split", lambda dataset, split, root=None: make_store(size=28))
+        config = RunConfig(
+            norm="groupnorm", hidden=8, episodes=2, val_every=2, val_episodes=2, test_episodes=2, train_ways=5
+        )
+        loop.train(config, tmp_path / "run")
+        mp.setattr(evaluation, "evaluate", lambda *args, **kwargs: [0.2] * 6)
+        result = evaluation.evaluate_checkpoint(tmp_path / "run")
+    finally:
+        mp.undo()
+    assert result.collapse is not None and "predicts one class" in result.collapse["reason"]
+    assert result.to_dict()["collapse"] == result.collapse
