@@ -31,8 +31,11 @@ lint: install
 	$(VENV)/bin/ruff format --check fewnorm episodes cli tests benchmarks README.md
 	$(VENV)/bin/mypy fewnorm episodes cli
 
+# Verify (its table says what is missing), download what is, remember the data root for the
+# user's own commands (`fewnorm data link`), then a short run.
 demo: install
-	@$(FEWNORM) data verify omniglot-minimal >/dev/null 2>&1 || $(FEWNORM) data download omniglot --subset minimal
+	$(FEWNORM) data verify omniglot-minimal || $(FEWNORM) data download omniglot --subset minimal
+	$(FEWNORM) data link "$$($(PY) -c 'from fewnorm.data.root import resolve_data_root; print(resolve_data_root())')"
 	$(FEWNORM) train --dataset omniglot-minimal --norm batchnorm --ways 5 --shots 1 \
 		--episodes 300 --val-every 100 --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
