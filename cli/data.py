@@ -342,12 +342,12 @@ def link(
         saved = linked_data_root()
         where = escape(str(user_config_file()))
         if saved is None:
-            stdout.print(f"no saved data root ({where}); set one with `fewnorm data link DIR`", soft_wrap=True)
+            stdout.print(f"no saved data root ({where}); save one: `fewnorm data link DIR`", soft_wrap=True)
         else:
             stdout.print(f"saved data root: {escape(str(saved))} (in {where})", soft_wrap=True)
         return
     if not directory.expanduser().is_dir():
-        raise DataError(f"'{directory}' is not a directory; create it or pass the folder that holds omniglot/")
+        raise DataError(f"'{directory}' is not a directory; pass the folder that holds omniglot/")
     try:
         file = link_data_root(directory)
     except OSError as exc:
