@@ -45,17 +45,20 @@ def load_plugins(targets: list[str] | None) -> None:
 
 
 def train(
-    algo: str | None = typer.Option(None, help="Algorithm: protonet | maml | fomaml | anil."),
+    algo: str | None = typer.Option(
+        None, help="Algorithm: protonet | maml | fomaml | anil (default protonet)."
+    ),
     dataset: str | None = typer.Option(
-        None, help="omniglot | omniglot-minimal | omniglot-vinyals | mini-imagenet."
+        None,
+        help="omniglot | omniglot-minimal | omniglot-vinyals | mini-imagenet (default omniglot-minimal).",
     ),
     split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
-    ways: int | None = typer.Option(None, help="Ways of validation and test episodes."),
-    shots: int | None = typer.Option(None, help="Support images per class."),
-    queries: int | None = typer.Option(None, help="Query images per class at validation/test."),
+    ways: int | None = typer.Option(None, help="Ways of validation and test episodes (default 5)."),
+    shots: int | None = typer.Option(None, help="Support images per class (default 1)."),
+    queries: int | None = typer.Option(None, help="Query images per class at validation/test (default 15)."),
     train_ways: int | None = typer.Option(None, help="Ways of training episodes (default 20)."),
     train_shots: int | None = typer.Option(None, help="Shots of training episodes (default --shots)."),
-    train_queries: int | None = typer.Option(None, help="Queries per class in training."),
+    train_queries: int | None = typer.Option(None, help="Queries per class in training (default 5)."),
     episodes: int | None = typer.Option(
         None, help="Training episodes (outer steps; default 1200, MAML-family 8000)."
     ),
@@ -63,36 +66,52 @@ def train(
         None,
         "--meta-batch",
         "--episodes-per-step",
-        help="Episodes per outer step (MAML's meta-batch; ProtoNet's episodes per step).",
+        help="Episodes per outer step (MAML's meta-batch; ProtoNet's episodes per step; default 1).",
     ),
-    inner_lr: float | None = typer.Option(None, help="MAML inner learning rate."),
-    inner_steps: int | None = typer.Option(None, help="MAML inner steps in training."),
+    inner_lr: float | None = typer.Option(None, help="MAML inner learning rate (default 0.4)."),
+    inner_steps: int | None = typer.Option(None, help="MAML inner steps in training (default 1)."),
     inner_steps_test: int | None = typer.Option(
         None, help="MAML inner steps at validation/test (default 10)."
     ),
-    buffer_policy: str | None = typer.Option(None, help="MAML buffers: per_task | global."),
-    head: str | None = typer.Option(None, help="Head: linear | affine-divergence (MAML/ANIL)."),
+    buffer_policy: str | None = typer.Option(
+        None, help="MAML buffers: per_task | global (default per_task)."
+    ),
+    head: str | None = typer.Option(
+        None, help="MAML-family head: linear | linear-zero | affine-divergence (default linear)."
+    ),
     augment: bool | None = typer.Option(
-        None, "--augment/--no-augment", help="Augment training episodes (crop, colour jitter, flip)."
+        None,
+        "--augment/--no-augment",
+        help="Augment training episodes (crop, colour jitter, flip; default off).",
     ),
     query_one_at_a_time: bool | None = typer.Option(
-        None, "--query-one-at-a-time/--queries-together", help="Score each query image alone."
+        None,
+        "--query-one-at-a-time/--queries-together",
+        help="Score each query image alone (default: together).",
     ),
-    norm: str | None = typer.Option(None, help="Normalizer name (see `fewnorm norms`)."),
+    norm: str | None = typer.Option(None, help="Normalizer name, see `fewnorm norms` (default batchnorm)."),
     norm_opt: list[str] | None = typer.Option(
         None, "--norm-opt", help="Normalizer option key=value (repeatable)."
     ),
-    backbone: str | None = typer.Option(None, help="Backbone: conv4 | resnet12."),
-    hidden: int | None = typer.Option(None, help="Filters per Conv-4 block."),
-    dropblock: float | None = typer.Option(None, help="ResNet-12 DropBlock drop probability (0: off)."),
-    lr: float | None = typer.Option(None, help="Adam learning rate."),
-    lr_halve_every: int | None = typer.Option(None, help="Halve the learning rate every N episodes."),
-    val_every: int | None = typer.Option(None, help="Validate every N training episodes."),
-    val_episodes: int | None = typer.Option(None, help="Fixed validation episodes."),
-    test_episodes: int | None = typer.Option(None, help="Fixed test episodes (>= 600 for papers)."),
+    backbone: str | None = typer.Option(None, help="Backbone: conv4 | resnet12 (default conv4)."),
+    hidden: int | None = typer.Option(None, help="Filters per Conv-4 block (default 64)."),
+    dropblock: float | None = typer.Option(
+        None, help="ResNet-12 DropBlock drop probability (default 0: off)."
+    ),
+    lr: float | None = typer.Option(None, help="Adam learning rate (default 1e-3)."),
+    lr_halve_every: int | None = typer.Option(
+        None, help="Halve the learning rate every N episodes (default 0: never; MAML-family 3000)."
+    ),
+    val_every: int | None = typer.Option(
+        None, help="Validate every N training episodes (default 200, MAML-family 1000)."
+    ),
+    val_episodes: int | None = typer.Option(None, help="Fixed validation episodes (default 100)."),
+    test_episodes: int | None = typer.Option(
+        None, help="Fixed test episodes (default 600; >= 600 for papers)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML config file; options override it."),
-    seed: int | None = typer.Option(None, help="Seed of initialization and training episodes."),
-    device: str | None = typer.Option(None, help="cpu | cuda | cuda:N."),
+    seed: int | None = typer.Option(None, help="Seed of initialization and training episodes (default 0)."),
+    device: str | None = typer.Option(None, help="cpu | cuda | cuda:N (default cpu)."),
     vectorize: bool | None = typer.Option(
         None,
         "--vectorize/--no-vectorize",
@@ -111,12 +130,14 @@ def train(
     ),
     amp: str | None = typer.Option(
         None,
-        help="Mixed precision of the backbone's forward passes: none | bf16 (torch.autocast; recorded).",
+        help="Mixed precision of the backbone's forward passes: none | bf16 (default none; recorded).",
     ),
     threads: int | None = typer.Option(
         None, help="Torch intra-op threads (default: the usable CPUs / processes, at most 8; recorded)."
     ),
-    data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
+    data_root: Path | None = typer.Option(
+        None, help="Data root (else $FEWNORM_DATA, else `fewnorm data link`'s, else the user cache)."
+    ),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<time>-<dataset>-<norm>)."),
     resume: Path | None = typer.Option(
         None,
