@@ -151,6 +151,12 @@ def train(
         help="Split each step's episodes over N processes (torchrun's agent; gloo on CPU, nccl on CUDA).",
     ),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
+    logger: list[str] | None = typer.Option(
+        None,
+        "--logger",
+        help="Track the run's curves and config: csv | tensorboard | wandb | mlflow (offline), into "
+        "RUN_DIR/logs/ (repeatable).",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
@@ -158,7 +164,9 @@ def train(
     from fewnorm import torchrun
     from fewnorm.config import default_threads, resolve_config
     from fewnorm.distributed import check_resume_world_size
+    from fewnorm.tracking import check_loggers
 
+    loggers = check_loggers(logger)
     load_plugins(plugin)
     launched = torchrun.launched_world_size()
     if nproc is not None and launched is not None:
@@ -220,7 +228,7 @@ def train(
             resolved = resolved.model_copy(update={"threads": default_threads(processes or 1)})
         run_dir = out or _default_out(resolved.dataset, resolved.norm)
     if nproc is not None:
-        _launch(nproc, resolved, run_dir, resume is not None, plugin, json_output, progress)
+        _launch(nproc, resolved, run_dir, resume is not None, plugin, json_output, progress, loggers)
         return
     leader = torchrun.launched_rank() in (None, 0)  # other ranks train silently
 
@@ -228,7 +236,9 @@ def train(
     from fewnorm.distributed import resume_command
     from fewnorm.episodes.loop import RunInterrupted
     from fewnorm.episodes.loop import train as run_training
+    from fewnorm.tracking import Trackers
 
+    trackers = Trackers(loggers if leader else [], run_dir, resolved.model_dump())
     try:
         with train_progress(progress and not json_output and leader) as bars:
             summary = run_training(
@@ -237,7 +247,10 @@ def train(
                 resume=resume is not None,
                 on_episode=bars.on_episode,
                 on_stage=bars.on_stage,
+                on_record=trackers.on_record,
             )
+        if leader:  # the trackers' test point; curves.png beside metrics.jsonl
+            trackers.finish(summary.to_dict(), title=f"{resolved.norm}: {run_dir.name}")
     except RunInterrupted as stop:
         if leader:
             typer.echo(
@@ -251,6 +264,7 @@ def train(
             raise typer.Exit(2) from None
         raise
     finally:
+        trackers.close()
         torchrun.leave()
     if not leader:
         return
@@ -285,6 +299,7 @@ def _launch(
     plugins: list[str] | None,
     json_output: bool,
     progress: bool,
+    loggers: list[str] | None = None,
 ) -> None:
     """``fewnorm train --nproc N``: the resolved run on N torchrun workers; exits as its first failure."""
     import tempfile
@@ -304,6 +319,7 @@ def _launch(
     for split in ("train", "val", "test"):
         load_split(config.dataset, split, config.data_root, **config.data_options)
     flags = [f"--plugin={p}" for p in plugins or []]
+    flags += [f"--logger={name}" for name in loggers or []]
     flags += ["--json"] * json_output + ["--no-progress"] * (not progress)
     with tempfile.TemporaryDirectory(prefix="fewnorm-nproc-") as tmp:
         if resume:
