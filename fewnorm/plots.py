@@ -198,6 +198,9 @@ def plot_curves(
     loss_ax.set_ylabel("training loss")
     loss_ax.set_title("training loss (mean of the episodes since the last point)", fontsize=9)
     loss_ax.set_xlabel("training episode")
+    from matplotlib.ticker import MaxNLocator
+
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # episodes are whole
     for ax in (acc_ax, loss_ax):
         ax.grid(alpha=0.3)
     if curves:
