@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import sys
+import typing
 
 import typer
 from rich.markup import escape
@@ -158,8 +159,13 @@ def option_choices(spec: NormSpec, option: NormOption) -> list[str]:
     (``MODES``, ``CRITERIA``, ``VARIANTS``) in the factory's module."""
     if isinstance(option.default, bool) or option.annotation == "bool":
         return ["true", "false"]
-    if option.annotation.startswith(("Literal[", "typing.Literal[")):
-        return re.findall(r"['\"]([^'\"]*)['\"]", option.annotation)
+    parameter = inspect.signature(spec.load()).parameters.get(option.name)
+    annotation = parameter.annotation if parameter is not None else None
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(value) for value in typing.get_args(annotation)]
+    text = annotation if isinstance(annotation, str) else option.annotation
+    if text.startswith(("Literal[", "typing.Literal[")):  # a postponed (string) annotation
+        return re.findall(r"['\"]([^'\"]*)['\"]", text)
     if not isinstance(option.default, str):
         return []
     module = sys.modules.get(getattr(spec.load(), "__module__", ""), None)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Literal
 
 from typer.testing import CliRunner
 
@@ -66,3 +67,15 @@ def test_plain_strips_sphinx_markup_and_repository_paths() -> None:
     assert plain("NCHW: not declared faster (benchmarks/memory_format.py measures it)") == (
         "NCHW: not declared faster"
     )
+
+
+def _literal_factory(num_channels: int, /, center: Literal["mean", "none"] = "mean") -> object:
+    return None
+
+
+def test_literal_options_list_their_values() -> None:
+    from fewnorm.cli.norms import option_choices
+    from fewnorm.norms import NormSpec
+
+    spec = NormSpec(name="lit", factory=_literal_factory, summary="", paper="", statistics=("none",))
+    assert option_choices(spec, spec.options()["center"]) == ["mean", "none"]
