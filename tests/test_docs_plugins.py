@@ -1,4 +1,4 @@
-"""docs/plugins.md stays true: its plugin file and its conformance test pass as written."""
+"""docs/plugins.md and the README stay true: their plugin files and conformance tests pass as written."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_walkthrough_plugin_passes_its_kit_test(tmp_path: Path) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+@pytest.mark.parametrize("doc", ["docs/plugins.md", "README.md"])
+def test_walkthrough_plugin_passes_its_kit_test(tmp_path: Path, doc: str) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / doc).read_text(), flags=re.DOTALL)
     plugin = next(b for b in blocks if "@register_norm(" in b)
     test = next(b for b in blocks if 'plugin="mynorm.py"' in b)
     (tmp_path / "mynorm.py").write_text(plugin)
@@ -27,4 +30,4 @@ def test_walkthrough_plugin_passes_its_kit_test(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout
+    assert " passed" in done.stdout
