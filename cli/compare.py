@@ -123,7 +123,9 @@ def compare(
     ),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
     device: str | None = typer.Option(None, help="cpu | cuda | cuda:N."),
-    data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else `fewnorm data link`'s, else the user cache)."),
+    data_root: Path | None = typer.Option(
+        None, help="Data root (else $FEWNORM_DATA, else `fewnorm data link`'s, else the user cache)."
+    ),
     out: Path | None = typer.Option(None, help="Sweep directory (default runs/compare-<settings hash>)."),
     plots: bool = typer.Option(True, help="Write accuracy.png and curves.png (needs matplotlib)."),
     json_output: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
