@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from fewnorm.cli.render import PlainProgress, TrainProgress, train_progress
@@ -56,3 +57,22 @@ def test_disabled_progress_prints_nothing() -> None:
         bars.on_episode(EpisodeLog(1, 2, 0.1, 1.0))
         bars.on_stage("test", 1)(1)
     assert buffer.getvalue() == ""
+
+
+def test_sweep_progress_prints_lines_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewnorm.cli import render
+    from fewnorm.cli.compare_exec import sweep_progress
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(render, "stderr", Console(file=buffer, force_terminal=False, width=120))
+    with sweep_progress([], enabled=True) as show:
+        show(("start", "batchnorm-seed0", 300))
+        show(("episode", "batchnorm-seed0", 10))
+        show(("stage", "batchnorm-seed0", "validate", 5, 50))
+        show(("done", "batchnorm-seed0", "ok", ""))
+        show(("done", "swbn-seed0", "diverged", "nan at 3"))
+    assert buffer.getvalue().splitlines() == [
+        "batchnorm-seed0: training 300 episodes",
+        "batchnorm-seed0: ok (1/0 runs)",
+        "swbn-seed0: diverged nan at 3 (2/0 runs)",
+    ]
