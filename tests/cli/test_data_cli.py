@@ -178,3 +178,12 @@ def test_bad_subset_is_rejected(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_missing_data_says_how_to_link_a_folder(tmp_path: Path) -> None:
+    from fewnorm.data.files import require_sources
+    from fewnorm.errors import DataError
+
+    with pytest.raises(DataError, match=r"`fewnorm data link DIR`") as info:
+        require_sources(tmp_path, [SMALL1], needed_by="dataset 'omniglot-minimal' (split 'train')")
+    assert "fewnorm data download omniglot --subset minimal" in str(info.value)
