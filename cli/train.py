@@ -91,7 +91,7 @@ def train(
     ),
     norm: str | None = typer.Option(None, help="Normalizer name, see `fewnorm norms` (default batchnorm)."),
     norm_opt: list[str] | None = typer.Option(
-        None, "--norm-opt", help="Normalizer option key=value (repeatable)."
+        None, "--norm-opt", help="Normalizer option key=value (repeatable).", metavar="KEY=VALUE"
     ),
     backbone: str | None = typer.Option(None, help="Backbone: conv4 | resnet12 (default conv4)."),
     hidden: int | None = typer.Option(None, help="Filters per Conv-4 block (default 64)."),
@@ -150,12 +150,13 @@ def train(
         min=1,
         help="Split each step's episodes over N processes (torchrun's agent; gloo on CPU, nccl on CUDA).",
     ),
-    plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
+    plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP, metavar="FILE.py|MODULE"),
     logger: list[str] | None = typer.Option(
         None,
         "--logger",
         help="Track the run's curves and config: csv | tensorboard | wandb | mlflow (offline), into "
         "RUN_DIR/logs/ (repeatable).",
+        metavar="NAME",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
