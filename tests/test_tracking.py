@@ -109,3 +109,47 @@ def test_train_with_csv_logger_and_run_curves(data_env: Path, tmp_path: Path) ->
     assert float(rows[-1]["accuracy"]) == json.loads(result.stdout)["test"]["accuracy"]
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+class _Recorder:
+    """Stands in for wandb / mlflow: records the calls the trackers make."""
+
+    def __init__(self, name: str) -> None:
+        import importlib.machinery
+
+        self.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+
+        def call(*args: object, **kwargs: object) -> _Recorder:
+            self.calls.append((attr, args, kwargs))
+            return self
+
+        return call
+
+
+@pytest.mark.parametrize("name", ["wandb", "mlflow"])
+def test_wandb_and_mlflow_run_offline(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    fake = _Recorder(name)
+    monkeypatch.setitem(sys.modules, name, fake)
+    assert check_loggers([name]) == [name]
+    trackers = Trackers([name], tmp_path / "run", {"norm": "batchnorm", "episodes": 100})
+    for record in RECORDS:
+        trackers.on_record(record)
+    trackers.finish(SUMMARY)
+    calls = {attr: (args, kwargs) for attr, args, kwargs in fake.calls}
+    if name == "wandb":
+        assert calls["init"][1]["mode"] == "offline"
+        assert calls["init"][1]["config"]["norm"] == "batchnorm"
+        assert ("log", ({"test/accuracy": 0.82, "test/ci95": 0.01},), {"step": 100}) in fake.calls
+        assert "finish" in calls
+    else:
+        assert calls["set_tracking_uri"][0][0].startswith("file://")
+        assert calls["log_params"][0][0]["norm"] == "batchnorm"
+        assert ("log_metrics", ({"val_accuracy": 0.8, "val_ci95": 0.03},), {"step": 100}) in fake.calls
+        assert "end_run" in calls
