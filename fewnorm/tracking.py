@@ -14,11 +14,14 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fewnorm.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: Logger name -> (importable module it needs, what to install), ``None``: no dependency.
 LOGGERS: dict[str, tuple[str, str] | None] = {
@@ -209,7 +212,11 @@ class Trackers:
         self.close()
         from fewnorm.plots import plot_run
 
-        return plot_run(self.run_dir, title=title, label=str(self.config.get("norm", "")) or None)
+        try:  # the run is finished and written: a figure that cannot be drawn must not fail it
+            return plot_run(self.run_dir, title=title, label=str(self.config.get("norm", "")) or None)
+        except Exception as exc:
+            log.warning("curves.png not written: %s: %s", type(exc).__name__, exc)
+            return None
 
     def close(self) -> None:
         while self.open:

@@ -153,3 +153,18 @@ def test_wandb_and_mlflow_run_offline(name: str, tmp_path: Path, monkeypatch: py
         assert calls["log_params"][0][0]["norm"] == "batchnorm"
         assert ("log_metrics", ({"val_accuracy": 0.8, "val_ci95": 0.03},), {"step": 100}) in fake.calls
         assert "end_run" in calls
+
+
+def test_a_figure_that_cannot_be_drawn_does_not_fail_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fewnorm import plots
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no backend")
+
+    monkeypatch.setattr(plots, "plot_run", broken)
+    trackers = Trackers(["csv"], tmp_path, {"episodes": 100})
+    trackers.on_record(RECORDS[0])
+    assert trackers.finish(SUMMARY) is None
+    assert (tmp_path / "logs" / "csv" / "metrics.csv").is_file()
