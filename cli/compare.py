@@ -123,7 +123,9 @@ def compare(
     ),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
     device: str | None = typer.Option(None, help="cpu | cuda | cuda:N."),
-    data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
+    data_root: Path | None = typer.Option(
+        None, help="Data root (else $FEWNORM_DATA, else `fewnorm data link`'s, else the user cache)."
+    ),
     out: Path | None = typer.Option(None, help="Sweep directory (default runs/compare-<settings hash>)."),
     plots: bool = typer.Option(True, help="Write accuracy.png and curves.png (needs matplotlib)."),
     json_output: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
@@ -192,7 +194,7 @@ def run_sweep(
     """Check, train what is missing (on ``engine``: local | ray), then read every run back and report."""
     from fewnorm.cli.compare_exec import SweepInterrupted, execute, plan_tasks, preflight
     from fewnorm.cli.render import print_json, stdout
-    from fewnorm.compare import check_manifest, mean_curves, read_run, row_record, summarize, write_results
+    from fewnorm.compare import check_manifest, read_run, row_record, summarize, write_results
 
     if engine == "ray":
         from fewnorm.cli.compare_ray import gpus_per_run
@@ -225,10 +227,20 @@ def run_sweep(
     write_results(out, sweep, rows, results)
     title = _title(sweep)
     if plots:
-        from fewnorm.plots import plot_accuracy, plot_curves
+        from fewnorm.compare import sweep_curves
+        from fewnorm.plots import norm_colors, plot_accuracy, plot_curves
 
-        plot_accuracy(rows, out / "accuracy.png", baseline=sweep.baseline, title=title)
-        plot_curves(mean_curves(results), out / "curves.png", title=f"validation accuracy: {title}")
+        colors = norm_colors([e.label for e in sweep.norms])  # one colour per normalizer in both
+        ways = planned[0].config.get("ways") if planned else None
+        plot_accuracy(
+            rows,
+            out / "accuracy.png",
+            baseline=sweep.baseline,
+            title=title,
+            colors=colors,
+            chance=1 / ways if isinstance(ways, int) and ways > 0 else None,
+        )
+        plot_curves(sweep_curves(results), out / "curves.png", title=title, colors=colors)
     if json_output:
         print_json({"out": str(out), "baseline": sweep.baseline, "rows": [row_record(r) for r in rows]})
         return

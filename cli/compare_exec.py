@@ -233,6 +233,27 @@ def _pool(
     return failures
 
 
+def _plain_sweep_lines(runs: int, console: Any) -> Callable[[Event], None]:
+    """Sweep progress as plain lines, for a stderr that is not a terminal."""
+    finished = [0]
+
+    def show(event: Event) -> None:
+        kind, name, *rest = event
+        if kind == "start":
+            console.print(f"{name}: training {rest[0]} episodes", markup=False, highlight=False)
+        elif kind == "done":
+            finished[0] += rest[0] != "interrupted"
+            detail = f" {rest[1]}" if rest[0] != "ok" and rest[1] else ""
+            console.print(
+                f"{name}: {rest[0]}{detail} ({finished[0]}/{runs} runs)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    return show
+
+
 @contextmanager
 def sweep_progress(tasks: list[Task], enabled: bool) -> Iterator[Callable[[Event], None]]:
     """One display for the sweep: an overall bar over every training episode, one bar per active run."""
@@ -240,6 +261,9 @@ def sweep_progress(tasks: list[Task], enabled: bool) -> Iterator[Callable[[Event
 
     from fewnorm.cli.render import stderr
 
+    if enabled and not stderr.is_terminal:  # a log file: a line per run started and finished
+        yield _plain_sweep_lines(len(tasks), stderr)
+        return
     total = sum(t.config["episodes"] for t in tasks)
     progress = Progress(
         TextColumn("[bold]{task.description:>22}"),

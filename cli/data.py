@@ -32,7 +32,14 @@ from fewnorm.data.registry import (
     canonical_dataset,
     dataset_files,
 )
-from fewnorm.data.root import describe_data_root, omniglot_dir, store_cache_dir
+from fewnorm.data.root import (
+    describe_data_root,
+    link_data_root,
+    linked_data_root,
+    omniglot_dir,
+    store_cache_dir,
+    user_config_file,
+)
 
 #: What a dataset needs besides its files, said where ``verify`` reports it ready.
 _READY_NOTE = {VINYALS: " (with your --split-file)"}
@@ -46,7 +53,8 @@ DataRoot = Annotated[
     Path | None,
     typer.Option(
         "--data-root",
-        help="Data root holding omniglot/ and mini-imagenet/ (default: $FEWNORM_DATA, else the user cache).",
+        help="Data root holding omniglot/ and mini-imagenet/ (default: $FEWNORM_DATA, else the root saved "
+        "by `fewnorm data link`, else the user cache).",
     ),
 ]
 # Consoles resolve sys.stdout / sys.stderr when printing, so test runners capture them.
@@ -307,3 +315,50 @@ def info(data_root: DataRoot = None, json_output: JsonFlag = False) -> None:
     for store in stores:
         table.add_row(store["file"], _size(store["size"]))
     stdout.print(table)
+
+
+@app.command()
+def link(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Data root to remember (the folder holding omniglot/ or mini-imagenet/)."),
+    ] = None,
+    unset: Annotated[bool, typer.Option("--unset", help="Forget the saved data root.")] = False,
+) -> None:
+    """Remember DIRECTORY as your data root for every later command (after --data-root and $FEWNORM_DATA).
+
+    Saved in the user config file (`fewnorm data info` names it). Without DIRECTORY, prints the
+    saved root.
+    """
+    from fewnorm.errors import DataError
+
+    if unset:
+        if directory is not None:
+            raise DataError("pass either DIRECTORY or --unset, not both")
+        file = link_data_root(None)
+        stdout.print(f"data root forgotten (in {escape(str(file))})", soft_wrap=True)
+        return
+    if directory is None:
+        saved = linked_data_root()
+        where = escape(str(user_config_file()))
+        if saved is None:
+            stdout.print(f"no saved data root ({where}); save one: `fewnorm data link DIR`", soft_wrap=True)
+        else:
+            stdout.print(f"saved data root: {escape(str(saved))} (in {where})", soft_wrap=True)
+        return
+    if not directory.expanduser().is_dir():
+        raise DataError(f"'{directory}' is not a directory; pass the folder that holds omniglot/")
+    try:
+        file = link_data_root(directory)
+    except OSError as exc:
+        raise DataError(f"cannot write the user config file {user_config_file()} ({exc.strerror})") from None
+    root = linked_data_root()
+    stdout.print(f"data root: [bold]{escape(str(root))}[/] (saved in {escape(str(file))})", soft_wrap=True)
+    if root is not None and not (omniglot_dir(root).is_dir() or (root / MINI_IMAGENET).is_dir()):
+        stdout.print(
+            "it holds no omniglot/ or mini-imagenet/ yet: `fewnorm data download omniglot` fetches into it",
+            soft_wrap=True,
+        )
+    root_now, how = describe_data_root(None)
+    if root_now != root:
+        stderr.print(f"[yellow]note[/]: {how} takes precedence now ({escape(str(root_now))})", soft_wrap=True)

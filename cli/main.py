@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from typing import Any
 
@@ -60,8 +61,24 @@ def _root(
 _register_commands()
 
 
+#: Terminal columns from which ``--help`` draws rich panels; narrower, rich's option table cuts
+#: long option names (``--meta-batch,--episodes…``), so help is click's plain list, which wraps.
+RICH_HELP_COLUMNS = 120
+
+
+def help_markup_mode(columns: int | None = None) -> Any:
+    """``"rich"`` help panels on terminals at least :data:`RICH_HELP_COLUMNS` wide, else plain help.
+
+    ``columns`` defaults to the terminal's width (``$COLUMNS`` first; 80 when not a terminal).
+    """
+    if columns is None:
+        columns = shutil.get_terminal_size(fallback=(80, 24)).columns
+    return "rich" if columns >= RICH_HELP_COLUMNS else None
+
+
 def main() -> None:
     """Console-script entry point; a torchrun worker that ran a process group ends by ``exit_now``."""
+    app.rich_markup_mode = help_markup_mode()
     try:
         app(prog_name="fewnorm")
     except SystemExit as done:

@@ -41,7 +41,9 @@ def probe(
         None, "--norm-opt", help="Option of one normalizer, name:key=value (repeatable)."
     ),
     plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
-    data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
+    data_root: Path | None = typer.Option(
+        None, help="Data root (else $FEWNORM_DATA, else `fewnorm data link`'s, else the user cache)."
+    ),
     out: Path | None = typer.Option(
         None, help="Folder for probe.json and probe.png (default runs/probe-<time>)."
     ),

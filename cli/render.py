@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -48,7 +50,11 @@ def norm_label(norm: str, options: dict[str, Any]) -> str:
 
 
 class TrainProgress:
-    """One bar for training (loss, accuracy, episodes/s, ETA) and one per evaluation stage."""
+    """One bar for training (loss, accuracy, episodes/s, ETA) and one per evaluation stage.
+
+    Evaluation stages show their episode count, speed and ETA; a loss and an accuracy appear
+    only where they are known (the training bar's running values), never as ``nan``.
+    """
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -56,16 +62,71 @@ class TrainProgress:
 
     def on_episode(self, log: EpisodeLog) -> None:
         if self.train_task is None:
-            self.train_task = self.progress.add_task("train", total=log.total, loss=0.0, acc=0.0)
+            self.train_task = self.progress.add_task("train", total=log.total, loss=None, acc=None)
         self.progress.update(self.train_task, completed=log.episode, loss=log.loss, acc=log.accuracy)
 
     def on_stage(self, name: str, total: int) -> Callable[[int], None]:
-        task = self.progress.add_task(name, total=total, loss=float("nan"), acc=float("nan"))
+        task = self.progress.add_task(name, total=total, loss=None, acc=None)
 
         def advance(done: int) -> None:
             self.progress.update(task, completed=done)
             if done >= total:
                 self.progress.remove_task(task)
+
+        return advance
+
+
+def known_metrics(loss: Any, accuracy: Any) -> str:
+    """``loss 0.512  acc 0.812``, leaving out what is unknown (``None`` or not finite)."""
+    parts = [
+        f"{label} {value:.3f}"
+        for label, value in (("loss", loss), ("acc", accuracy))
+        if isinstance(value, int | float) and math.isfinite(value)
+    ]
+    return "  ".join(parts)
+
+
+class _MetricsColumn(ProgressColumn):
+    """``loss 0.512  acc 0.812`` where known; blank for a stage that has no running values yet."""
+
+    def render(self, task: Task) -> Text:
+        return Text(known_metrics(task.fields.get("loss"), task.fields.get("acc")))
+
+
+class PlainProgress:
+    """Progress as plain lines, for a stderr that is not a terminal (a log file, CI, ``nohup``).
+
+    Training prints its first episode, every ``1/lines`` of the run and its last; each
+    evaluation stage prints one line when it ends, with its episodes and seconds.
+    """
+
+    def __init__(self, console: Console, lines: int = 20) -> None:
+        self.console = console
+        self.lines = lines
+        self.started: float | None = None
+        self.first = 0
+
+    def _say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def on_episode(self, log: EpisodeLog) -> None:
+        now = time.perf_counter()
+        if self.started is None:  # speed counts from the first episode seen (a resumed run's too)
+            self.started, self.first = now, log.episode
+        step = max(1, log.total // self.lines)
+        if log.episode != 1 and log.episode % step and log.episode != log.total:
+            return
+        line = f"train {log.episode}/{log.total}  {known_metrics(log.loss, log.accuracy)}"
+        if log.episode > self.first and now > self.started:
+            line += f"  {(log.episode - self.first) / (now - self.started):.1f} ep/s"
+        self._say(line)
+
+    def on_stage(self, name: str, total: int) -> Callable[[int], None]:
+        started = time.perf_counter()
+
+        def advance(done: int) -> None:
+            if done >= total:
+                self._say(f"{name} {done}/{total} episodes in {time.perf_counter() - started:.1f} s")
 
         return advance
 
@@ -78,16 +139,23 @@ class _SpeedColumn(ProgressColumn):
 
 
 @contextmanager
-def train_progress(enabled: bool = True) -> Iterator[TrainProgress]:
+def train_progress(
+    enabled: bool = True, console: Console | None = None
+) -> Iterator[TrainProgress | PlainProgress]:
+    """Progress bars on ``console`` (stderr) when it is a terminal, plain lines when it is not."""
+    console = console or stderr
+    if enabled and not console.is_terminal:
+        yield PlainProgress(console)
+        return
     progress = Progress(
         TextColumn("[bold]{task.description:>8}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.3f}"),
+        _MetricsColumn(),
         _SpeedColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=stderr,
+        console=console,
         disable=not enabled,
         transient=False,
     )

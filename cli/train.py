@@ -45,17 +45,20 @@ def load_plugins(targets: list[str] | None) -> None:
 
 
 def train(
-    algo: str | None = typer.Option(None, help="Algorithm: protonet | maml | fomaml | anil."),
+    algo: str | None = typer.Option(
+        None, help="Algorithm: protonet | maml | fomaml | anil (default protonet)."
+    ),
     dataset: str | None = typer.Option(
-        None, help="omniglot | omniglot-minimal | omniglot-vinyals | mini-imagenet."
+        None,
+        help="omniglot | omniglot-minimal | omniglot-vinyals | mini-imagenet (default omniglot-minimal).",
     ),
     split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
-    ways: int | None = typer.Option(None, help="Ways of validation and test episodes."),
-    shots: int | None = typer.Option(None, help="Support images per class."),
-    queries: int | None = typer.Option(None, help="Query images per class at validation/test."),
+    ways: int | None = typer.Option(None, help="Ways of validation and test episodes (default 5)."),
+    shots: int | None = typer.Option(None, help="Support images per class (default 1)."),
+    queries: int | None = typer.Option(None, help="Query images per class at validation/test (default 15)."),
     train_ways: int | None = typer.Option(None, help="Ways of training episodes (default 20)."),
     train_shots: int | None = typer.Option(None, help="Shots of training episodes (default --shots)."),
-    train_queries: int | None = typer.Option(None, help="Queries per class in training."),
+    train_queries: int | None = typer.Option(None, help="Queries per class in training (default 5)."),
     episodes: int | None = typer.Option(
         None, help="Training episodes (outer steps; default 1200, MAML-family 8000)."
     ),
@@ -63,10 +66,10 @@ def train(
         None,
         "--meta-batch",
         "--episodes-per-step",
-        help="Episodes per outer step (MAML's meta-batch; ProtoNet's episodes per step).",
+        help="Episodes per outer step (MAML's meta-batch; ProtoNet's episodes per step; default 1).",
     ),
-    inner_lr: float | None = typer.Option(None, help="MAML inner learning rate."),
-    inner_steps: int | None = typer.Option(None, help="MAML inner steps in training."),
+    inner_lr: float | None = typer.Option(None, help="MAML inner learning rate (default 0.4)."),
+    inner_steps: int | None = typer.Option(None, help="MAML inner steps in training (default 1)."),
     inner_steps_test: int | None = typer.Option(
         None, help="MAML inner steps at validation/test (default 10)."
     ),
@@ -75,28 +78,42 @@ def train(
         help="MAML buffers: by_role (default: statistics per task, learned state such as SWBN's "
         "whitening learns) | per_task | global (ablations).",
     ),
-    head: str | None = typer.Option(None, help="Head: linear | affine-divergence (MAML/ANIL)."),
+    head: str | None = typer.Option(
+        None, help="MAML-family head: linear | linear-zero | affine-divergence (default linear)."
+    ),
     augment: bool | None = typer.Option(
-        None, "--augment/--no-augment", help="Augment training episodes (crop, colour jitter, flip)."
+        None,
+        "--augment/--no-augment",
+        help="Augment training episodes (crop, colour jitter, flip; default off).",
     ),
     query_one_at_a_time: bool | None = typer.Option(
-        None, "--query-one-at-a-time/--queries-together", help="Score each query image alone."
+        None,
+        "--query-one-at-a-time/--queries-together",
+        help="Score each query image alone (default: together).",
     ),
-    norm: str | None = typer.Option(None, help="Normalizer name (see `fewnorm norms`)."),
+    norm: str | None = typer.Option(None, help="Normalizer name, see `fewnorm norms` (default batchnorm)."),
     norm_opt: list[str] | None = typer.Option(
-        None, "--norm-opt", help="Normalizer option key=value (repeatable)."
+        None, "--norm-opt", help="Normalizer option key=value (repeatable).", metavar="KEY=VALUE"
     ),
-    backbone: str | None = typer.Option(None, help="Backbone: conv4 | resnet12."),
-    hidden: int | None = typer.Option(None, help="Filters per Conv-4 block."),
-    dropblock: float | None = typer.Option(None, help="ResNet-12 DropBlock drop probability (0: off)."),
-    lr: float | None = typer.Option(None, help="Adam learning rate."),
-    lr_halve_every: int | None = typer.Option(None, help="Halve the learning rate every N episodes."),
-    val_every: int | None = typer.Option(None, help="Validate every N training episodes."),
-    val_episodes: int | None = typer.Option(None, help="Fixed validation episodes."),
-    test_episodes: int | None = typer.Option(None, help="Fixed test episodes (>= 600 for papers)."),
+    backbone: str | None = typer.Option(None, help="Backbone: conv4 | resnet12 (default conv4)."),
+    hidden: int | None = typer.Option(None, help="Filters per Conv-4 block (default 64)."),
+    dropblock: float | None = typer.Option(
+        None, help="ResNet-12 DropBlock drop probability (default 0: off)."
+    ),
+    lr: float | None = typer.Option(None, help="Adam learning rate (default 1e-3)."),
+    lr_halve_every: int | None = typer.Option(
+        None, help="Halve the learning rate every N episodes (default 0: never; MAML-family 3000)."
+    ),
+    val_every: int | None = typer.Option(
+        None, help="Validate every N training episodes (default 200, MAML-family 1000)."
+    ),
+    val_episodes: int | None = typer.Option(None, help="Fixed validation episodes (default 100)."),
+    test_episodes: int | None = typer.Option(
+        None, help="Fixed test episodes (default 600; >= 600 for papers)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML config file; options override it."),
-    seed: int | None = typer.Option(None, help="Seed of initialization and training episodes."),
-    device: str | None = typer.Option(None, help="cpu | cuda | cuda:N."),
+    seed: int | None = typer.Option(None, help="Seed of initialization and training episodes (default 0)."),
+    device: str | None = typer.Option(None, help="cpu | cuda | cuda:N (default cpu)."),
     vectorize: bool | None = typer.Option(
         None,
         "--vectorize/--no-vectorize",
@@ -115,12 +132,14 @@ def train(
     ),
     amp: str | None = typer.Option(
         None,
-        help="Mixed precision of the backbone's forward passes: none | bf16 (torch.autocast; recorded).",
+        help="Mixed precision of the backbone's forward passes: none | bf16 (default none; recorded).",
     ),
     threads: int | None = typer.Option(
         None, help="Torch intra-op threads (default: the usable CPUs / processes, at most 8; recorded)."
     ),
-    data_root: Path | None = typer.Option(None, help="Data root (else $FEWNORM_DATA, else the user cache)."),
+    data_root: Path | None = typer.Option(
+        None, help="Data root (else $FEWNORM_DATA, else `fewnorm data link`'s, else the user cache)."
+    ),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<time>-<dataset>-<norm>)."),
     resume: Path | None = typer.Option(
         None,
@@ -133,7 +152,14 @@ def train(
         min=1,
         help="Split each step's episodes over N processes (torchrun's agent; gloo on CPU, nccl on CUDA).",
     ),
-    plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP),
+    plugin: list[str] | None = typer.Option(None, "--plugin", help=PLUGIN_HELP, metavar="FILE.py|MODULE"),
+    logger: list[str] | None = typer.Option(
+        None,
+        "--logger",
+        help="Track the run's curves and config: csv | tensorboard | wandb | mlflow (offline), into "
+        "RUN_DIR/logs/ (repeatable).",
+        metavar="NAME",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
@@ -141,7 +167,9 @@ def train(
     from fewnorm import torchrun
     from fewnorm.config import default_threads, resolve_config
     from fewnorm.distributed import check_resume_world_size
+    from fewnorm.tracking import check_loggers
 
+    loggers = check_loggers(logger)
     load_plugins(plugin)
     launched = torchrun.launched_world_size()
     if nproc is not None and launched is not None:
@@ -203,7 +231,7 @@ def train(
             resolved = resolved.model_copy(update={"threads": default_threads(processes or 1)})
         run_dir = out or _default_out(resolved.dataset, resolved.norm)
     if nproc is not None:
-        _launch(nproc, resolved, run_dir, resume is not None, plugin, json_output, progress)
+        _launch(nproc, resolved, run_dir, resume is not None, plugin, json_output, progress, loggers)
         return
     leader = torchrun.launched_rank() in (None, 0)  # other ranks train silently
 
@@ -211,7 +239,9 @@ def train(
     from fewnorm.distributed import resume_command
     from fewnorm.episodes.loop import RunInterrupted
     from fewnorm.episodes.loop import train as run_training
+    from fewnorm.tracking import Trackers
 
+    trackers = Trackers(loggers if leader else [], run_dir, resolved.model_dump())
     try:
         with train_progress(progress and not json_output and leader) as bars:
             summary = run_training(
@@ -220,7 +250,10 @@ def train(
                 resume=resume is not None,
                 on_episode=bars.on_episode,
                 on_stage=bars.on_stage,
+                on_record=trackers.on_record,
             )
+        if leader:  # the trackers' test point; curves.png beside metrics.jsonl
+            trackers.finish(summary.to_dict(), title=f"{resolved.norm}: {run_dir.name}")
     except RunInterrupted as stop:
         if leader:
             typer.echo(
@@ -234,6 +267,7 @@ def train(
             raise typer.Exit(2) from None
         raise
     finally:
+        trackers.close()
         torchrun.leave()
     if not leader:
         return
@@ -268,6 +302,7 @@ def _launch(
     plugins: list[str] | None,
     json_output: bool,
     progress: bool,
+    loggers: list[str] | None = None,
 ) -> None:
     """``fewnorm train --nproc N``: the resolved run on N torchrun workers; exits as its first failure."""
     import tempfile
@@ -287,6 +322,7 @@ def _launch(
     for split in ("train", "val", "test"):
         load_split(config.dataset, split, config.data_root, **config.data_options)
     flags = [f"--plugin={p}" for p in plugins or []]
+    flags += [f"--logger={name}" for name in loggers or []]
     flags += ["--json"] * json_output + ["--no-progress"] * (not progress)
     with tempfile.TemporaryDirectory(prefix="fewnorm-nproc-") as tmp:
         if resume:

@@ -249,11 +249,13 @@ def train(
     resume: bool = False,
     on_episode: Callable[[EpisodeLog], None] | None = None,
     on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunSummary:
     """Train ``config`` end to end and write its run directory; returns the summary.
 
     ``on_stage(name, total)`` may return a per-episode callback for the
-    validation and test stages (the CLI's progress bars). ``resume`` continues
+    validation and test stages (the CLI's progress bars); ``on_record(entry)`` sees each
+    ``metrics.jsonl`` record as it is written (``--logger``). ``resume`` continues
     the run in ``run_dir`` from its ``last.pt`` (written at every validation and
     on Ctrl-C); on CPU the result is bit-identical to an uninterrupted run.
     Ctrl-C (or a ``KeyboardInterrupt`` from a callback) writes ``last.pt`` and a
@@ -307,6 +309,8 @@ def train(
     def record(entry: dict[str, Any]) -> None:
         state.records.append(entry)
         runs.log(entry)
+        if on_record is not None:  # experiment trackers (`--logger`) see what metrics.jsonl gets
+            on_record(entry)
 
     def wall() -> float:
         return state.wall_before + time.perf_counter() - started

@@ -18,12 +18,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fewnorm.config import RunConfig, check_keys, load_config_file, validate_config
 from fewnorm.errors import ConfigError
 from fewnorm.metrics import Interval, mean_ci95
 from fewnorm.names import normalize_name, unknown_name
+
+if TYPE_CHECKING:
+    from fewnorm.plots import Curves
 
 #: Short settings ``fewnorm compare`` uses unless the sweep file or an option says otherwise:
 #: about a quarter of ``fewnorm train``'s 1200 episodes, still 600 fixed test episodes.
@@ -214,6 +217,8 @@ class RunResult:
     parameters: int = 0
     seconds_per_episode: float = math.nan
     curve: tuple[tuple[int, float], ...] = ()  # (episode, validation accuracy)
+    curve_ci95: tuple[float, ...] = ()  # the validation accuracy's 95% half-width at each point
+    losses: tuple[tuple[int, float], ...] = ()  # (episode, training loss since the last record)
     collapse: str = ""  # why its test accuracy is no result (fewnorm.collapse), if it is not
 
 
@@ -222,7 +227,12 @@ def read_run(path: Path, run: PlannedRun, failure: str = "") -> RunResult:
     from fewnorm.runs import DIVERGED, METRICS, SUMMARY, run_status
 
     records = _json_lines(path / METRICS)
-    curve = tuple((r["episode"], r["accuracy"]) for r in records if r.get("kind") == "val")
+    vals = [r for r in records if r.get("kind") == "val"]
+    curve = tuple((r["episode"], r["accuracy"]) for r in vals)
+    extra: dict[str, Any] = {
+        "curve_ci95": tuple(float(r.get("ci95") or 0.0) for r in vals),
+        "losses": tuple((r["episode"], r["loss"]) for r in records if r.get("kind") == "train"),
+    }
     status = run_status(path)
     if status == "finished":
         s = json.loads((path / SUMMARY).read_text())
@@ -235,11 +245,12 @@ def read_run(path: Path, run: PlannedRun, failure: str = "") -> RunResult:
             seconds_per_episode=s["train_seconds_per_episode"],
             curve=curve,
             collapse=_collapse_line(s, records),
+            **extra,
         )
     if status == "diverged":
         message = json.loads((path / DIVERGED).read_text()).get("message", "diverged")
-        return RunResult(run.label, run.seed, "diverged", message, curve=curve)
-    return RunResult(run.label, run.seed, "failed" if failure else "missing", failure, curve=curve)
+        return RunResult(run.label, run.seed, "diverged", message, curve=curve, **extra)
+    return RunResult(run.label, run.seed, "failed" if failure else "missing", failure, curve=curve, **extra)
 
 
 def _collapse_line(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
@@ -365,6 +376,40 @@ def mean_curves(results: Sequence[RunResult]) -> dict[str, list[tuple[int, float
         for episode, acc in r.curve:
             sums.setdefault(r.label, {}).setdefault(episode, []).append(acc)
     return {k: [(e, math.fsum(v) / len(v)) for e, v in sorted(c.items())] for k, c in sums.items()}
+
+
+def sweep_curves(results: Sequence[RunResult]) -> dict[str, Curves]:
+    """Per normalizer, validation accuracy and training loss against episodes, with 95% intervals.
+
+    Over several seeds: the mean over the seeds at each episode and its Student-t interval;
+    with one seed, the validation accuracy's own interval over the validation episodes (the
+    loss then has none).
+    """
+    from fewnorm.plots import CurveBand, Curves
+
+    accs: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    losses: dict[str, dict[int, list[float]]] = {}
+    for r in results:
+        cis = r.curve_ci95 or (0.0,) * len(r.curve)
+        for (episode, acc), ci in zip(r.curve, cis, strict=True):
+            accs.setdefault(r.label, {}).setdefault(episode, []).append((acc, ci))
+        for episode, loss in r.losses:
+            losses.setdefault(r.label, {}).setdefault(episode, []).append(loss)
+
+    def band(values: list[float], own: float = 0.0) -> tuple[float, float]:
+        if len(values) > 1:
+            interval = t_ci95(values)
+            return interval.mean, interval.ci95
+        return values[0], own
+
+    out: dict[str, Curves] = {}
+    for label in dict.fromkeys([*accs, *losses]):
+        acc_points = tuple(
+            (e, *band([a for a, _ in v], v[0][1])) for e, v in sorted(accs.get(label, {}).items())
+        )
+        loss_points = tuple((e, *band(v)) for e, v in sorted(losses.get(label, {}).items()))
+        out[label] = Curves(CurveBand(acc_points), CurveBand(loss_points))
+    return out
 
 
 # --- files ---------------------------------------------------------------------------------------

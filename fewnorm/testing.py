@@ -5,7 +5,8 @@ Plugin authors run it in their own test suites::
     from fewnorm.testing import check_normalizer
 
     def test_my_norm_conforms():
-        check_normalizer("mynorm")
+        check_normalizer("mynorm")                      # an installed (entry-point) plugin
+        check_normalizer("mynorm", plugin="mynorm.py")  # a --plugin file, loaded first
 
 Each check enforces one rule of the normalizer contract (architecture.md) and
 raises :class:`ConformanceError` naming the rule it broke.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fewnorm.errors import UnknownNameError
 from fewnorm.norms import NormKind, NormSpec, get_norm, norm_phase, task_scope
 from fewnorm.norms.spec import CONV_GEOMETRY
 
@@ -55,7 +58,13 @@ def _resolve(name_or_factory: str | NormSpec | Callable[..., nn.Module]) -> Norm
     if isinstance(name_or_factory, NormSpec):
         return name_or_factory
     if isinstance(name_or_factory, str):
-        return get_norm(name_or_factory)
+        try:
+            return get_norm(name_or_factory)
+        except UnknownNameError as exc:
+            raise UnknownNameError(
+                f"{exc} A file plugin registers its names when it is loaded: "
+                f"check_normalizer('{name_or_factory}', plugin='path/to/yourplugin.py')."
+            ) from None
     return NormSpec(
         name=getattr(name_or_factory, "__name__", "factory"),
         factory=name_or_factory,
@@ -72,13 +81,21 @@ def check_normalizer(
     channels: int = 16,
     checks: tuple[str, ...] = CHECKS,
     seed: int = 0,
+    plugin: str | os.PathLike[str] | None = None,
 ) -> None:
     """Run the contract checks on a registered name, a :class:`NormSpec` or a bare factory.
 
+    ``plugin`` (a ``FILE.py`` or an importable ``package.module``, as ``fewnorm train
+    --plugin`` takes) is loaded first, so a name that a file registers can be checked
+    without importing the file by hand; installed (entry-point) plugins need nothing.
     A bare factory is treated as an ``activation``-kind normalizer; pass a
     ``NormSpec`` to check other kinds. Raises :class:`ConformanceError` on the
     first broken rule.
     """
+    if plugin is not None:
+        from fewnorm.norms import load_plugin
+
+        load_plugin(os.fspath(plugin))
     spec = _resolve(name_or_factory)
     kit = _Kit(spec, dict(options or {}), channels, seed)
     for check in checks:

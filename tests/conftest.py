@@ -41,6 +41,16 @@ def _isolated_store_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield cache
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point ``$FEWNORM_CONFIG_DIR`` at a per-session folder: a root saved by ``fewnorm data link``
+    on this machine never leaks into the tests, and the tests never write the user's config."""
+    config = tmp_path_factory.mktemp("fewnorm-config")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEWNORM_CONFIG_DIR", str(config))
+        yield config
+
+
 @pytest.fixture
 def data_env(omniglot_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``$FEWNORM_DATA`` pointing at the Omniglot test data (for CLI and training tests)."""

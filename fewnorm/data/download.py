@@ -154,6 +154,11 @@ def _download_all(
             message += f" Also failed: {', '.join(name for name, _ in failed[1:])}."
         if results:
             message += f" In place: {', '.join(r.name for r in results)}."
+        missing = [name for name, _ in failed]
+        message += (
+            f" Offline? Put {', '.join(missing)} (downloaded by hand) in {directory}/ and check them "
+            f"with `fewnorm data verify`."
+        )
         raise DataError(message)
     return results
 

@@ -231,8 +231,8 @@ def require_sources(directory: Path, names: list[str], *, needed_by: str) -> lis
         raise DataError(
             f"{needed_by} needs {', '.join(names)}; missing: {', '.join(missing)} "
             f"(looked for each as a .zip or an extracted folder in {directory}). Get them with "
-            f"{download_hint(missing)}, or point --data-root or $FEWNORM_DATA at a folder "
-            f"that holds omniglot/<file>."
+            f"{download_hint(missing)}, or save a folder that holds omniglot/<file> with "
+            f"`fewnorm data link DIR` (or pass --data-root / set $FEWNORM_DATA)."
         )
     sources = [src for src in found.values() if src is not None]
     for src in sources:

@@ -17,7 +17,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from fewnorm.errors import PluginError
-from fewnorm.norms.registry import REGISTRY, NormRegistry, _current_source
+from fewnorm.norms.registry import REGISTRY, NameTakenError, NormRegistry, _current_source
 
 ENTRY_POINT_GROUP = "fewnorm.norms"
 log = logging.getLogger(__name__)
@@ -64,14 +64,21 @@ def load_entry_points(registry: NormRegistry = REGISTRY) -> None:
             _current_source.reset(token)
 
 
-def load_plugin(target: str) -> None:
+def load_plugin(target: str, registry: NormRegistry = REGISTRY) -> None:
     """Run registration code from ``path/to/file.py`` or an importable ``package.module``.
 
-    Raises :class:`PluginError` naming the target if it cannot be loaded.
+    Installed (entry-point) plugins are discovered first, so a ``--plugin`` that registers a
+    name an installed plugin (or a built-in) already has is refused in one line instead of
+    silently taking its place. Loading the same target twice is a no-op. Raises
+    :class:`PluginError` naming the target if it cannot be loaded.
     """
     path = Path(target)
     is_file = target.endswith(".py") or path.is_file()
-    token = _current_source.set(f"file:{path.resolve()}" if is_file else f"module:{target}")
+    source = f"file:{path.resolve()}" if is_file else f"module:{target}"
+    if source in LOADED.values():
+        return
+    registry.discover()
+    token = _current_source.set(source)
     try:
         if is_file:
             if not path.is_file():
@@ -88,6 +95,11 @@ def load_plugin(target: str) -> None:
         LOADED[target] = _current_source.get() or target
     except PluginError:
         raise
+    except NameTakenError as exc:
+        raise PluginError(
+            f"plugin '{target}' was not loaded: {exc}; rename its normalizer (names and aliases must be "
+            "unique), or uninstall the other plugin"
+        ) from None
     except ModuleNotFoundError as exc:
         raise PluginError(
             f"plugin '{target}' could not be imported ({exc}); pass a .py file or an importable module name"

@@ -18,6 +18,10 @@ _current_source: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+class NameTakenError(ValueError):
+    """A normalizer name or alias that another normalizer already has."""
+
+
 class NormRegistry:
     """Normalizer specs by normalized name and alias.
 
@@ -39,7 +43,7 @@ class NormRegistry:
         for key in keys:
             owner = self._keys.get(key)
             if owner is not None and not (replace and owner == spec.name):
-                raise ValueError(
+                raise NameTakenError(
                     f"normalizer name '{key}' of '{spec.name}' ({spec.source}) is already "
                     f"registered by '{owner}' ({self._specs[owner].source})"
                 )
@@ -115,10 +119,40 @@ def register_norm(
 ) -> Callable[[F], F]:
     """Decorator registering ``factory(num_channels, /, **options) -> nn.Module`` under ``name``.
 
-    Example::
+    The factory's keyword options become ``--norm-opt key=value`` (typed by their defaults;
+    annotate a string option as ``Literal["a", "b"]`` to have ``fewnorm norms show`` list its
+    values). Example::
 
         @register_norm("mynorm", summary="...", paper="Me et al. 2026", statistics=("instance",))
         def mynorm(num_channels: int, /, eps: float = 1e-5) -> nn.Module: ...
+
+    Args:
+        name: the name users type (``--norm mynorm``); case, ``_``, ``-`` and spaces ignored.
+        summary: one line for ``fewnorm norms``.
+        paper: the reference, shown by ``fewnorm norms show``.
+        kind: where the layer sits: ``"activation"`` (conv -> norm -> ReLU; the default),
+            ``"conv"`` (the factory owns its convolution and also receives ``in_channels``,
+            ``kernel_size``, ``stride``, ``padding``) or ``"norm-act"`` (conv -> norm, the
+            layer is the activation too: no ReLU is added).
+        statistics: what its moments are computed over: any of ``batch``, ``running``,
+            ``support``, ``instance``, ``layer``, ``group``, ``weight``, ``none``. ``batch``
+            mixes the samples of a batch (transductive), ``running`` keeps estimates across
+            batches. Descriptive: shown by ``fewnorm norms``, not enforced.
+        has_buffers: whether the module keeps buffers (running moments, whitening matrices).
+            Descriptive (``fewnorm norms show``): MAML's ``--buffer-policy per_task`` copies
+            whatever buffers a module has, and the conformance kit checks them either way.
+        aliases: other names for it.
+        phase_aware: whether the layer reads the support/query phase signal (``norm_phase``
+            inside ``task_scope``), as ``support``-mode BatchNorm and TaskNorm do.
+            Descriptive (``fewnorm norms show --json``); the kit's ``phases`` check runs a
+            support and a query pass for every normalizer.
+        conv_bias: keep the preceding convolution's bias (off by default: a normalizer that
+            subtracts a mean makes it redundant).
+        vmap: the forward is safe under ``torch.func.vmap`` over a MAML meta-batch's tasks;
+            declare it once the kit's ``vmap`` check passes. Undeclared, meta-batches run the
+            per-task loop (same results, slower on GPUs).
+        replace: replace a normalizer of the same name instead of refusing it.
+        registry: the registry to add to (default: the global one).
     """
 
     def decorate(factory: F) -> F:

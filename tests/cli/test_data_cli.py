@@ -111,6 +111,57 @@ def test_download_failure_is_one_line(
     line = _one_error_line(result.stderr)
     assert "images_background.zip" in line
     assert "FEWNORM_MIRROR" in line
+    assert f"in {tmp_path / 'omniglot'}/" in line  # where hand-downloaded zips go
+
+
+def test_offline_download_names_folder_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEWNORM_MIRROR", (tmp_path / "nowhere").as_uri())
+    args = ["data", "download", "omniglot", "--subset", "minimal", "--data-root", str(tmp_path / "root")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    line = _one_error_line(result.stderr)
+    assert "images_background_small1.zip, images_background_small2.zip" in line
+    assert str(tmp_path / "root" / "omniglot") in line
+
+
+def test_data_link_persists_the_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quick start's order: `fewnorm data link DIR`, then commands without --data-root find it."""
+    monkeypatch.delenv("FEWNORM_DATA", raising=False)
+    root = tmp_path / "datasets"
+    (root / "omniglot").mkdir(parents=True)
+    linked = runner.invoke(app, ["data", "link", str(root)])
+    assert linked.exit_code == 0, linked.output
+    info = json.loads(runner.invoke(app, ["data", "info", "--json"]).stdout)
+    assert info["root"] == str(root.resolve())
+    assert info["root_source"].startswith("fewnorm data link (")
+    human = runner.invoke(app, ["data", "info"])
+    assert "from fewnorm data link" in human.stdout
+    shown = runner.invoke(app, ["data", "link"])
+    assert str(root.resolve()) in shown.stdout
+    # --data-root and $FEWNORM_DATA still come first
+    monkeypatch.setenv("FEWNORM_DATA", str(tmp_path / "env"))
+    assert json.loads(runner.invoke(app, ["data", "info", "--json"]).stdout)["root_source"] == "$FEWNORM_DATA"
+    monkeypatch.delenv("FEWNORM_DATA")
+    assert runner.invoke(app, ["data", "link", "--unset"]).exit_code == 0
+    assert json.loads(runner.invoke(app, ["data", "info", "--json"]).stdout)["root_source"] == "default"
+
+
+def test_data_link_missing_directory_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "link", str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    assert "is not a directory" in _one_error_line(result.stderr)
+
+
+def test_malformed_user_config_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewnorm.data import root as root_mod
+
+    monkeypatch.delenv("FEWNORM_DATA", raising=False)
+    root_mod.user_config_file().parent.mkdir(parents=True, exist_ok=True)
+    root_mod.user_config_file().write_text("data_root = [unclosed\n")
+    try:
+        assert root_mod.describe_data_root()[1] == "default"
+    finally:
+        root_mod.user_config_file().unlink()
 
 
 def test_unknown_dataset_is_one_line(tmp_path: Path) -> None:
@@ -127,3 +178,12 @@ def test_bad_subset_is_rejected(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_missing_data_says_how_to_link_a_folder(tmp_path: Path) -> None:
+    from fewnorm.data.files import require_sources
+    from fewnorm.errors import DataError
+
+    with pytest.raises(DataError, match=r"`fewnorm data link DIR`") as info:
+        require_sources(tmp_path, [SMALL1], needed_by="dataset 'omniglot-minimal' (split 'train')")
+    assert "fewnorm data download omniglot --subset minimal" in str(info.value)

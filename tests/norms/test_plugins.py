@@ -102,3 +102,76 @@ def test_plugin_errors_name_the_target(tmp_path: Path) -> None:
     bad.write_text("raise RuntimeError('boom')\n")
     with pytest.raises(PluginError, match=r"bad\.py' failed: RuntimeError: boom"):
         load_plugin(str(bad))
+
+
+SHADOW = (
+    "from torch import nn\n"
+    "from fewnorm.norms import register_norm\n"
+    "@register_norm('{name}', summary='s', paper='p', statistics=('none',))\n"
+    "def shadow(num_channels, /):\n"
+    "    return nn.Identity()\n"
+)
+
+
+def test_plugin_file_cannot_override_an_installed_plugin(
+    example_plugin_installed: None, tmp_path: Path
+) -> None:
+    """The file is refused in one line naming the installed distribution, not silently preferred."""
+    plugin = tmp_path / "shadow.py"
+    plugin.write_text(SHADOW.format(name="examplenorm"))
+    env = {k: v for k, v in os.environ.items() if k != "FEWNORM_DISABLE_PLUGIN_AUTOLOAD"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fewnorm.cli", "norms", "show", "examplenorm", "--plugin", str(plugin)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "shadow.py' was not loaded" in lines[0]
+    assert "already registered by 'examplenorm' (fewnorm-example-norm==0.1.0)" in lines[0]
+
+
+def test_plugin_file_cannot_override_a_builtin(tmp_path: Path) -> None:
+    plugin = tmp_path / "shadow_bn.py"
+    plugin.write_text(SHADOW.format(name="bn"))
+    with pytest.raises(
+        PluginError, match=r"was not loaded: normalizer name 'bn' .* already registered by 'batchnorm'"
+    ):
+        load_plugin(str(plugin))
+
+
+def test_loading_a_plugin_twice_is_a_no_op(tmp_path: Path) -> None:
+    from fewnorm.norms import REGISTRY
+
+    plugin = tmp_path / "twice.py"
+    plugin.write_text(SHADOW.format(name="twicenorm-test"))
+    load_plugin(str(plugin))
+    try:
+        load_plugin(str(plugin))
+        assert REGISTRY.get("twicenorm-test").source == f"file:{plugin.resolve()}"
+    finally:
+        REGISTRY.unregister("twicenorm-test")
+
+
+def test_kit_loads_a_file_plugin_first(tmp_path: Path) -> None:
+    """The README's conformance snippet for a --plugin file: no import by hand needed."""
+    from fewnorm.errors import UnknownNameError
+    from fewnorm.norms import REGISTRY
+    from fewnorm.testing import check_normalizer
+
+    plugin = tmp_path / "kitnorm.py"
+    plugin.write_text(
+        "from torch import nn\n"
+        "from fewnorm.norms import register_norm\n"
+        "@register_norm('kitnorm-test', summary='s', paper='p', statistics=('instance',))\n"
+        "def kitnorm(num_channels, /, eps: float = 1e-5):\n"
+        "    return nn.GroupNorm(num_channels, num_channels, eps=eps)\n"
+    )
+    with pytest.raises(UnknownNameError, match=r"plugin='path/to/yourplugin.py'"):
+        check_normalizer("kitnorm-test")
+    try:
+        check_normalizer("kitnorm-test", plugin=plugin, checks=("shape", "state_dict_roundtrip"))
+    finally:
+        REGISTRY.unregister("kitnorm-test")
