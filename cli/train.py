@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -205,8 +206,11 @@ def train(
 
     from fewnorm.cli.render import print_json, stdout, summary_table, train_progress
     from fewnorm.distributed import resume_command
-    from fewnorm.episodes.loop import RunInterrupted
+    from fewnorm.episodes.loop import RunInterrupted, check_run_dir, owns_run_lock
     from fewnorm.episodes.loop import train as run_training
+
+    if owns_run_lock(run_dir):  # refusals before the progress display (train checks again, locked)
+        check_run_dir(resolved, run_dir, resume=resume is not None)
 
     try:
         with train_progress(progress and not json_output and leader) as bars:
@@ -271,26 +275,30 @@ def _launch(
     import yaml
 
     from fewnorm.data import load_split
-    from fewnorm.episodes.loop import check_resumable
-    from fewnorm.runs import RunDir
+    from fewnorm.episodes.loop import check_run_dir
+    from fewnorm.runs import LOCK_HELD_ENV, RunDir
     from fewnorm.torchrun import launch
 
     # What the ranks would refuse is refused here, in one line; the cache is decoded by one process.
-    if resume:
-        check_resumable(run_dir)
-    else:
-        RunDir(run_dir).prepare()
-    for split in ("train", "val", "test"):
-        load_split(config.dataset, split, config.data_root, **config.data_options)
+    check_run_dir(config, run_dir, resume=resume)
+    runs = RunDir(run_dir)
     flags = [f"--plugin={p}" for p in plugins or []]
     flags += ["--json"] * json_output + ["--no-progress"] * (not progress)
-    with tempfile.TemporaryDirectory(prefix="fewnorm-nproc-") as tmp:
+    with runs.lock(), tempfile.TemporaryDirectory(prefix="fewnorm-nproc-") as tmp:  # held for the workers
+        if not resume:
+            runs.prepare()
+        for split in ("train", "val", "test"):
+            load_split(config.dataset, split, config.data_root, **config.data_options)
         if resume:
             args = ["train", "--resume", str(run_dir), *flags]
         else:
             file = Path(tmp) / "config.yaml"
             file.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
             args = ["train", "--config", str(file), "--out", str(run_dir), *flags]
-        code = launch(nproc, args)
+        os.environ[LOCK_HELD_ENV] = str(run_dir.resolve())  # the workers inherit it
+        try:
+            code = launch(nproc, args)
+        finally:
+            os.environ.pop(LOCK_HELD_ENV, None)
     if code:
         raise typer.Exit(code)

@@ -33,10 +33,10 @@ from fewnorm.data import load_split
 from fewnorm.data.augment import augment_episode
 from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_format
 from fewnorm.episodes.sampler import EpisodeSampler
-from fewnorm.errors import ConfigError, FewnormError, TrainingDivergedError
+from fewnorm.errors import ConfigError, FewnormError, RunWriteError, TrainingDivergedError
 from fewnorm.metrics import Interval, mean_ci95
 from fewnorm.precision import slow_amp_reason
-from fewnorm.runs import RunDir, run_status
+from fewnorm.runs import LAST, LOCK_HELD_ENV, RunDir, no_checkpoint_message, rerun_command, run_status
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,70 @@ def _restore(
     return state
 
 
+def check_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
+    """Refuse, in one line and before anything is read or written, a run directory that
+    another process owns, that a fresh run would clobber, or that has nothing to resume."""
+    runs = RunDir(run_dir)
+    runs.check_unowned()  # a live run is in use, whatever its files say
+    if resume:
+        if not run_dir.is_dir():
+            raise FewnormError(no_checkpoint_message(run_dir))
+        check_resumable(run_dir)
+    else:
+        runs.check_fresh()  # refused before the lock, so that a refusal leaves nothing behind
+
+
+def owns_run_lock(run_dir: Path) -> bool:
+    """Whether this process takes the run directory's lock: not a follower rank, nor a worker
+    whose ``fewnorm train --nproc`` launcher holds it."""
+    import os
+
+    if torchrun.launched_rank() not in (None, 0):
+        return False
+    held = os.environ.get(LOCK_HELD_ENV)
+    return not (held and Path(held).resolve() == run_dir.resolve())
+
+
+def _write_failure_hint(run_dir: Path, config: RunConfig) -> str:
+    """What survived a failed write in ``run_dir`` and how to go on once space is freed."""
+    if (run_dir / LAST).is_file():
+        return (
+            f"the previous checkpoint '{run_dir / LAST}' is intact: free space (or fix the "
+            f"permission), then resume with `{distributed.resume_command(config.world_size, run_dir)}`"
+        )
+    return (
+        "no checkpoint had been written yet: free space (or fix the permission), then rerun "
+        f"the same command: `{rerun_command(run_dir)}`"
+    )
+
+
 def train(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    on_episode: Callable[[EpisodeLog], None] | None = None,
+    on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
+) -> RunSummary:
+    """Train ``config`` end to end and write its run directory; returns the summary.
+
+    The process owns ``run_dir`` while it trains (:meth:`fewnorm.runs.RunDir.lock`): a
+    second ``train`` of the same directory is refused in one line, before any data is read.
+    A run file that cannot be written (disk full) is one line that says what survived
+    and how to go on. See :func:`_train` for the rest.
+    """
+    if not owns_run_lock(run_dir):
+        return _train(config, run_dir, resume=resume, on_episode=on_episode, on_stage=on_stage)
+    check_run_dir(config, run_dir, resume=resume)
+    runs = RunDir(run_dir)
+    with runs.lock():
+        try:
+            return _train(config, run_dir, resume=resume, on_episode=on_episode, on_stage=on_stage)
+        except RunWriteError as failed:
+            raise RunWriteError(failed.path, failed.error, _write_failure_hint(run_dir, config)) from None
+
+
+def _train(
     config: RunConfig,
     run_dir: Path,
     *,

@@ -321,3 +321,27 @@ def test_activation_layout_is_resolved_recorded_and_kept_by_evaluate(
     assert code == 0, stderr
     # evaluate rebuilds the model from the recorded config, layout included
     assert json.loads(stdout)["accuracy"] == pytest.approx(recorded["test"]["accuracy"], abs=1e-12)
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in stderr
+    return lines[0]
+
+
+def test_out_naming_a_file_is_one_line(data_env: Path, tmp_path: Path) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("precious")
+    code, _, stderr = invoke("train", *SHORT, "--out", str(file))
+    assert code == 2 and "is a file, not a directory" in _one_line(stderr)
+    code, _, stderr = invoke("train", *SHORT, "--out", str(file / "run"))
+    assert code == 2 and "cannot create run directory" in _one_line(stderr)
+    assert file.read_text() == "precious"
+
+
+def test_out_naming_a_directory_of_other_files_is_refused(data_env: Path, tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("mine: true\n")
+    code, _, stderr = invoke("train", *SHORT, "--out", str(tmp_path))
+    assert code == 2 and "holds no fewnorm run but other files (config.yaml)" in _one_line(stderr)
+    assert (tmp_path / "config.yaml").read_text() == "mine: true\n"

@@ -298,3 +298,60 @@ def _config_file(tmp_path: Path) -> Path:
     path = tmp_path / "extra.yaml"
     path.write_text("lr_halve_every: 3\n")
     return path
+
+
+def test_killed_before_the_first_checkpoint_says_rerunning_starts_afresh(
+    reference: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError):  # a kill before the first validation: no last.pt
+        loop.train(CONFIG, run, on_episode=_stop_at(1, RuntimeError))
+    assert not (run / runs.LAST).exists()
+    with pytest.raises(FewnormError) as refused:
+        loop.train(CONFIG, run, resume=True)
+    message = str(refused.value)
+    assert "stopped before its first checkpoint" in message
+    assert (
+        f"rerunning the same command starts it afresh: `fewnorm train --config {run}/config.yaml --out {run}`"
+        in (message)
+    )
+    loop.train(CONFIG, run)  # the same command again: accepted, and the same numbers
+    assert _numbers(run) == _numbers(reference)
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])
+def test_disk_full_at_a_checkpoint_says_what_survived_and_how_to_go_on(
+    reference: Path, tmp_path: Path, failing_write: int
+) -> None:
+    import errno
+
+    from fewnorm.errors import RunWriteError
+
+    run = tmp_path / "run"
+    real_replace = os.replace
+    writes = {"last": 0}
+
+    def replace(src: str, dst: str) -> None:
+        if str(dst).endswith(runs.LAST):
+            writes["last"] += 1
+            if writes["last"] == failing_write:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(src, dst)
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(os, "replace", replace)
+        with pytest.raises(RunWriteError) as failed:
+            loop.train(CONFIG, run)
+    message = str(failed.value)
+    assert message.startswith(f"cannot write '{run / runs.LAST}': No space left on device; ")
+    if failing_write == 1:
+        assert "no checkpoint had been written yet" in message
+        assert f"`fewnorm train --config {run}/config.yaml --out {run}`" in message
+        loop.train(CONFIG, run)
+    else:
+        assert f"the previous checkpoint '{run / runs.LAST}' is intact" in message
+        assert message.endswith(f"resume with `fewnorm train --resume {run}`")
+        assert torch.load(run / runs.LAST, weights_only=True)["episode"] == 2
+        loop.train(CONFIG, run, resume=True)
+    assert _numbers(run) == _numbers(reference)
+    assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
