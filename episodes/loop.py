@@ -72,9 +72,20 @@ class RunSummary:
 
 
 def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
+    """``cpu``, ``cuda`` or ``cuda:N`` as a device; anything else, or a GPU not there, is one line."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise ConfigError(f"unknown device '{name}'; use cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device '{name}' requested but there are {torch.cuda.device_count()} GPUs "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        )
     return device
 
 
@@ -122,6 +133,8 @@ class TrainState:
     best_episode: int = 0
     best_state: dict[str, Any] = field(default_factory=dict)
     window: list[tuple[float, float]] = field(default_factory=list)  # train losses since the last log
+    first_loss: float | None = None  # the first step's training loss: the scale divergence is judged by
+    recent_losses: list[float] = field(default_factory=list)  # the last GROWTH_WINDOW training losses
     train_time: float = 0.0
     wall_before: float = 0.0  # wall seconds of earlier sessions of a resumed run
     records: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl so far
@@ -156,6 +169,35 @@ def _deferred_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if pending:
         raise KeyboardInterrupt
+
+
+#: Training losses averaged when judging whether the loss grew by orders of magnitude.
+GROWTH_WINDOW = 10
+#: A loss this many times the first step's, over the last GROWTH_WINDOW steps, has diverged ...
+GROWTH_FACTOR = 1e3
+#: ... if it is above this too (a cross-entropy of 1000 means logits of the order of 1000).
+GROWTH_FLOOR = 1e3
+
+
+def _divergence(state: TrainState, loss: float) -> str | None:
+    """Record the next step's training loss ``loss``; why it means divergence, or None.
+
+    NaN or infinite, or a mean over the last :data:`GROWTH_WINDOW` steps that is
+    :data:`GROWTH_FACTOR` times the first step's loss and above :data:`GROWTH_FLOOR`
+    (``--lr 1e6`` drives a BatchNorm ProtoNet's loss from 3 to 1e11 while staying finite).
+    """
+    if not math.isfinite(loss):
+        return f"loss {loss}"
+    if state.first_loss is None:
+        state.first_loss = loss
+    state.recent_losses = [*state.recent_losses, loss][-GROWTH_WINDOW:]
+    recent = sum(state.recent_losses) / len(state.recent_losses)
+    if recent > GROWTH_FLOOR and recent > GROWTH_FACTOR * abs(state.first_loss):
+        return (
+            f"loss {recent:.3g} over the last {len(state.recent_losses)} steps, "
+            f"{recent / abs(state.first_loss):.2g}x the first step's {state.first_loss:.3g}"
+        )
+    return None
 
 
 def _val_due(episode: int, config: RunConfig) -> bool:
@@ -239,6 +281,15 @@ def _restore(
     return state
 
 
+def check_new_run(config: RunConfig) -> None:
+    """Refuse settings that a fresh run would accept and ignore (recorded, never used)."""
+    if config.head is not None and config.algo == "protonet":
+        raise ConfigError(
+            f"--head {config.head} applies to maml, fomaml and anil; protonet has no head "
+            "(it classifies by the distance to class prototypes): drop --head"
+        )
+
+
 def check_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
     """Refuse, in one line and before anything is read or written, a run directory that
     another process owns, that a fresh run would clobber, or that has nothing to resume."""
@@ -249,6 +300,7 @@ def check_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
             raise FewnormError(no_checkpoint_message(run_dir))
         check_resumable(run_dir)
     else:
+        check_new_run(config)
         runs.check_fresh()  # refused before the lock, so that a refusal leaves nothing behind
 
 
@@ -433,10 +485,10 @@ def _train(
                 if scheduler is not None:
                     scheduler.step()
                 state.train_time += time.perf_counter() - t0
-                if not math.isfinite(result.loss):
+                if (why := _divergence(state, result.loss)) is not None:
                     message = (
                         f"training diverged at episode {episode} with normalizer '{config.norm}' "
-                        f"(loss {result.loss}); lower --lr or change the normalizer's options"
+                        f"({why}); lower --lr or change the normalizer's options"
                     )
                     runs.mark_diverged(message, episode)
                     raise TrainingDivergedError(message)

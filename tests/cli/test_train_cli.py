@@ -149,6 +149,10 @@ BAD_INPUTS = [
     (["--dropblock", "0.1"], "dropblock applies to the resnet12 backbone only, not conv4"),
     (["--backbone", "resnet12", "--dropblock", "1.5"], "key 'dropblock': Input should be less than 1"),
     (["--device", "cuda"], "CUDA is not available"),
+    (["--device", "gpu"], "unknown device 'gpu'; use cpu, cuda or cuda:N"),
+    (["--device", "cuda:x"], "unknown device 'cuda:x'; use cpu, cuda or cuda:N"),
+    (["--device", "cpu:1"], "unknown device 'cpu:1'"),
+    (["--head", "linear"], "--head linear applies to maml, fomaml and anil; protonet has no head"),
     (["--amp", "fp16"], "amp must be one of none, bf16, got 'fp16'"),
     (["--plugin", "no_such_plugin_module"], "plugin 'no_such_plugin_module' could not be imported"),
 ]
@@ -345,3 +349,22 @@ def test_out_naming_a_directory_of_other_files_is_refused(data_env: Path, tmp_pa
     code, _, stderr = invoke("train", *SHORT, "--out", str(tmp_path))
     assert code == 2 and "holds no fewnorm run but other files (config.yaml)" in _one_line(stderr)
     assert (tmp_path / "config.yaml").read_text() == "mine: true\n"
+
+
+def test_a_huge_learning_rate_diverges_and_the_run_is_kept(data_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lr"
+    code, _, stderr = invoke("train", *SHORT, "--norm", "batchnorm", "--lr", "1e6", "--out", str(out))
+    assert code == 2
+    assert "training diverged at episode" in _one_line(stderr) and "x the first step's" in stderr
+    marker = (out / "diverged.json").read_bytes()
+    config = (out / "config.yaml").read_bytes()
+    code, _, stderr = invoke("train", *SHORT, "--out", str(out))
+    assert code == 2 and "holds a diverged run (see diverged.json)" in _one_line(stderr)
+    assert (out / "diverged.json").read_bytes() == marker and (out / "config.yaml").read_bytes() == config
+
+
+@pytest.mark.parametrize("flag", ["--episodes", "--ways", "--shots", "--queries"])
+def test_evaluate_refuses_a_count_of_zero(trained_run: tuple[Path, dict], data_env: Path, flag: str) -> None:
+    out, _ = trained_run
+    code, _, stderr = invoke("evaluate", str(out), flag, "0", "--no-progress")
+    assert code == 2 and f"{flag} must be a positive number, got 0" in _one_line(stderr)

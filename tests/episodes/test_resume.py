@@ -355,3 +355,49 @@ def test_disk_full_at_a_checkpoint_says_what_survived_and_how_to_go_on(
         loop.train(CONFIG, run, resume=True)
     assert _numbers(run) == _numbers(reference)
     assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_loss_that_grows_by_orders_of_magnitude_is_divergence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fewnorm.episodes.algorithms import ProtoNet
+    from fewnorm.episodes.protonet import StepResult
+
+    calls = {"n": 0}
+
+    def exploding(self: ProtoNet, *args: Any) -> StepResult:  # finite, as --lr 1e6 gives
+        calls["n"] += 1
+        return StepResult(1.6 * 100.0 ** (calls["n"] - 1), 0.2)
+
+    monkeypatch.setattr(ProtoNet, "train_step", exploding)
+    config = CONFIG.model_copy(update={"lr_halve_every": 0})  # no optimizer steps: no scheduler
+    with pytest.raises(
+        FewnormError,
+        match=r"episode 3 with normalizer 'batchnorm' "
+        r"\(loss 5.39e\+03 over the last 3 steps, 3.4e\+03x the first step's 1.6\)",
+    ):
+        loop.train(config, tmp_path / "run")
+    assert run_status(tmp_path / "run") == "diverged"
+
+
+@pytest.mark.parametrize(
+    ("losses", "diverged"),
+    [
+        ([2.0, 1.5, 900.0], False),  # below the floor
+        ([1e-4, 0.5, 5.0, 9.0], False),  # orders of magnitude above a tiny first loss, yet small
+        ([2.0] + [1.9] * 20 + [3e4], True),  # one step of 3e4 lifts the window's mean to 3e3
+        ([2.0, float("nan")], True),
+    ],
+)
+def test_divergence_rule(losses: list[float], diverged: bool) -> None:
+    state = loop.TrainState()
+    verdicts = [loop._divergence(state, loss) for loss in losses]
+    assert all(v is None for v in verdicts[:-1])
+    assert (verdicts[-1] is not None) is diverged
+    assert len(state.recent_losses) <= loop.GROWTH_WINDOW
+
+
+def test_real_divergence_at_a_huge_learning_rate(tmp_path: Path) -> None:
+    with pytest.raises(FewnormError, match=r"x the first step's"):
+        loop.train(CONFIG.model_copy(update={"lr": 1e6}), tmp_path / "run")
+    assert run_status(tmp_path / "run") == "diverged"
