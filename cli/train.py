@@ -138,6 +138,7 @@ def train(
     from fewnorm import torchrun
     from fewnorm.config import default_threads, resolve_config
     from fewnorm.distributed import check_resume_world_size
+    from fewnorm.norms.plugins import require_recorded_norm
 
     load_plugins(plugin)
     launched = torchrun.launched_world_size()
@@ -191,6 +192,7 @@ def train(
         if not (resume / "config.yaml").is_file():
             raise ConfigError(f"'{resume}' is not a run directory (no config.yaml); pass the run's --out")
         resolved = resolve_config(resume / "config.yaml")
+        require_recorded_norm(resolved.norm, resume)
         check_resume_world_size(resolved.world_size, processes, resume)
         run_dir = resume
     else:
@@ -250,8 +252,34 @@ def _check_norm(config: Any, cli_options: dict[str, str]) -> Any:
 
     spec = get_norm(config.norm)
     options = spec.check_options({**config.norm_options, **cli_options})
-    conv_norm_act(1, config.hidden, spec.name, options)  # bad option values fail here, not mid-run
+    block = conv_norm_act(1, config.hidden, spec.name, options)  # bad option values fail here, not mid-run
+    _dry_run(block, spec, config.hidden)
     return config.model_copy(update={"norm": spec.name, "norm_options": options})
+
+
+def _dry_run(block: Any, spec: Any, channels: int) -> None:
+    """One tiny training-mode forward of a conv block with the normalizer: a layer that fails,
+    or returns another shape than its input's, is refused here in one line, not mid-run."""
+    import torch
+
+    from fewnorm.errors import OptionError, PluginError
+
+    error = OptionError if spec.source == "fewnorm" else PluginError
+    where = "" if spec.source == "fewnorm" else f" (from {spec.source})"
+    batch = torch.linspace(-1.0, 1.0, 2 * 8 * 8).reshape(2, 1, 8, 8)
+    expected = (2, channels, 8, 8)
+    try:
+        with torch.no_grad():
+            out = block.train()(batch)
+    except Exception as exc:
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise error(f"normalizer '{spec.name}'{where} fails on a {expected} batch: {message}") from None
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != expected:
+        raise error(
+            f"normalizer '{spec.name}'{where} returns {shape} for a {expected} input; "
+            "a normalizer must return a tensor of its input's shape"
+        )
 
 
 def _default_out(dataset: str, norm: str) -> Path:

@@ -35,6 +35,7 @@ from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_for
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError, FewnormError, RunWriteError, TrainingDivergedError
 from fewnorm.metrics import Interval, mean_ci95
+from fewnorm.norms import get_norm
 from fewnorm.precision import slow_amp_reason
 from fewnorm.runs import LAST, LOCK_HELD_ENV, RunDir, no_checkpoint_message, rerun_command, run_status
 
@@ -411,7 +412,7 @@ def _train(
     else:
         runs.prepare()
         runs.write_config(config.model_dump())
-        runs.write_versions()
+        runs.write_versions({"norm_source": get_norm(config.norm).source})  # resume names its plugin
         state = TrainState(best_state=copy.deepcopy(model.state_dict()))
     if group is not None:
         group.attach(model, optimizer)

@@ -368,3 +368,99 @@ def test_evaluate_refuses_a_count_of_zero(trained_run: tuple[Path, dict], data_e
     out, _ = trained_run
     code, _, stderr = invoke("evaluate", str(out), flag, "0", "--no-progress")
     assert code == 2 and f"{flag} must be a positive number, got 0" in _one_line(stderr)
+
+
+SHAPE_PLUGIN = """
+from torch import nn
+from fewnorm.norms import REGISTRY, register_norm
+class Half(nn.Module):
+    def forward(self, x):
+        return x[:, : x.shape[1] // 2]
+if 'halfnorm' not in REGISTRY:
+    @register_norm('halfnorm', summary='s', paper='p', statistics=('layer',))
+    def halfnorm(num_channels: int, /) -> nn.Module:
+        return Half()
+"""
+LAZY_PLUGIN = """
+from fewnorm.norms import REGISTRY, NormSpec
+if 'lazynorm' not in REGISTRY:
+    factory = 'no_such_module_xyz.layer:lazynorm'
+    REGISTRY.register(NormSpec(name='lazynorm', factory=factory, summary='s', paper='p'))
+"""
+
+
+def test_plugin_that_changes_the_shape_is_refused_before_training(data_env: Path, tmp_path: Path) -> None:
+    plugin = tmp_path / "half_plugin.py"
+    plugin.write_text(SHAPE_PLUGIN)
+    code, _, stderr = invoke(
+        "train", "--plugin", str(plugin), "--norm", "halfnorm", *SHORT, "--out", str(tmp_path / "r")
+    )
+    assert code == 2
+    line = _one_line(stderr)
+    assert (
+        f"normalizer 'halfnorm' (from file:{plugin.resolve()}) returns (2, 32, 8, 8) for a (2, 64, 8, 8)"
+        in line
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_plugin_whose_lazy_factory_module_is_missing_is_one_line(tmp_path: Path) -> None:
+    plugin = tmp_path / "lazy_plugin.py"
+    plugin.write_text(LAZY_PLUGIN)
+    code, _, stderr = invoke(
+        "train", "--plugin", str(plugin), "--norm", "lazynorm", "--out", str(tmp_path / "r")
+    )
+    assert code == 2
+    line = _one_line(stderr)
+    assert "normalizer 'lazynorm'" in line and "'no_such_module_xyz.layer:lazynorm' cannot be loaded" in line
+    code, _, stderr = invoke("norms", "show", "lazynorm")
+    assert code == 2 and "cannot be loaded" in _one_line(stderr)
+
+
+def test_a_run_of_a_plugin_normalizer_names_the_plugin_to_pass(data_env: Path, tmp_path: Path) -> None:
+    from fewnorm.norms import REGISTRY
+
+    plugin = tmp_path / "pluginnorm_plugin.py"
+    plugin.write_text(
+        "from torch import nn\n"
+        "from fewnorm.norms import REGISTRY, register_norm\n"
+        "if 'pluginnorm' not in REGISTRY:\n"
+        "    @register_norm('pluginnorm', summary='s', paper='p', statistics=('layer',))\n"
+        "    def pluginnorm(num_channels: int, /) -> nn.Module:\n"
+        "        return nn.GroupNorm(1, num_channels)\n"
+    )
+    out = tmp_path / "run"
+    code, _, stderr = invoke(
+        "train", "--plugin", str(plugin), "--norm", "pluginnorm", *SHORT, "--out", str(out), "--json"
+    )
+    assert code == 0, stderr
+    versions = json.loads((out / "versions.json").read_text())
+    assert versions["norm_source"] == f"file:{plugin.resolve()}"
+    stopped = tmp_path / "stopped"  # the same run, killed before its first checkpoint
+    stopped.mkdir()
+    for name in ("config.yaml", "versions.json"):
+        (stopped / name).write_bytes((out / name).read_bytes())
+    REGISTRY.unregister("pluginnorm")  # a new process: the plugin is not loaded
+    try:
+        expected = (
+            f"normalizer 'pluginnorm' from plugin '{plugin.resolve()}', which is not loaded; "
+            f"pass --plugin {plugin.resolve()}"
+        )
+        code, _, stderr = invoke("evaluate", str(out), "--no-progress")
+        assert code == 2 and f"error: run '{out}' was trained with {expected}" == _one_line(stderr)
+        code, _, stderr = invoke("evaluate", str(out / "best.pt"), "--no-progress")
+        assert code == 2 and expected in _one_line(stderr)
+        code, _, stderr = invoke("train", "--resume", str(stopped))
+        assert code == 2 and expected in _one_line(stderr)
+        plugin.rename(tmp_path / "moved.py")
+        code, _, stderr = invoke("evaluate", str(out), "--no-progress")
+        assert code == 2 and "(that file is no longer there: pass its new location)" in _one_line(stderr)
+        code, _, stderr = invoke(
+            "evaluate", str(out), "--plugin", str(tmp_path / "moved.py"), "--no-progress"
+        )
+        assert code == 0, stderr
+        code, _, stderr = invoke("train", "--resume", str(stopped), "--plugin", str(tmp_path / "moved.py"))
+        assert code == 2 and "rerunning the same command starts it afresh" in _one_line(stderr)
+    finally:
+        if "pluginnorm" in REGISTRY:
+            REGISTRY.unregister("pluginnorm")
