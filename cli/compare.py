@@ -135,6 +135,8 @@ def compare(
     load_plugins(plugin)
     if jobs < 0:
         raise ConfigError(f"--jobs must be 0 (automatic) or positive, got {jobs}")
+    if threads is not None and threads < 1:  # 0 is not "the default": refused, as train refuses it
+        raise ConfigError(f"--threads must be positive, got {threads}")
     engine = check_engine(engine, address, jobs)
     if engine == "ray":
         from fewnorm.cli.compare_ray import require_ray

@@ -58,6 +58,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):  # the folder, or one above, is a file
+            exc = OSError(exc.errno, f"'{_file_in_the_way(path.parent)}' is a file, not a directory")
         raise RunWriteError(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -71,6 +73,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise RunWriteError(path, exc) from None
         raise
+
+
+def _file_in_the_way(folder: Path) -> Path:
+    """The first of ``folder`` and its parents that exists (the file a mkdir ran into)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate
+    return folder
 
 
 def atomic_write_text(path: Path, text: str) -> None:
