@@ -421,4 +421,22 @@ def _torch_load(file: Path, missing: str) -> dict[str, Any]:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load ``best.pt`` from a run directory or a checkpoint file."""
     file = path / CHECKPOINT if path.is_dir() else path
-    return _torch_load(file, f"no checkpoint at '{file}'; pass a run directory or a .pt checkpoint")
+    return _torch_load(file, _no_best_message(path, file))
+
+
+def _no_best_message(path: Path, file: Path) -> str:
+    """Why there is no ``best.pt`` to score: a run that has not validated yet, or no run at all."""
+    missing = f"no checkpoint at '{file}'"
+    if not (path.is_dir() and (path / CONFIG).is_file()):
+        return f"{missing}; pass a run directory or a .pt checkpoint"
+    why = {
+        "diverged": f"the run diverged before its first validation (see {DIVERGED})",
+        "empty": "",
+    }.get(run_status(path), "")
+    if not why:
+        try:
+            RunDir(path).check_unowned()
+            why = "the run stopped before its first validation, which writes it"
+        except RunLockedError:
+            why = "the run is training and has not reached its first validation, which writes it"
+    return f"{missing}: {why}"

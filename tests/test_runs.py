@@ -158,3 +158,23 @@ def test_a_lock_on_a_run_that_wrote_nothing_leaves_no_folder(tmp_path: Path) -> 
     with pytest.raises(RuntimeError), RunDir(tmp_path / "run").lock():
         raise RuntimeError("failed before writing anything")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_without_best_pt_says_why(tmp_path: Path) -> None:
+    from fewnorm.errors import FewnormError
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_config({"norm": "batchnorm"})
+    with pytest.raises(FewnormError, match="stopped before its first validation, which writes it"):
+        runs.load_checkpoint(run.path)
+    with (
+        run.lock(),
+        pytest.raises(FewnormError, match="is training and has not reached its first validation"),
+    ):
+        runs.load_checkpoint(run.path)
+    (run.path / runs.DIVERGED).write_text("{}")
+    with pytest.raises(FewnormError, match=r"diverged before its first validation \(see diverged\.json\)"):
+        runs.load_checkpoint(run.path)
+    with pytest.raises(FewnormError, match=r"; pass a run directory or a \.pt checkpoint"):
+        runs.load_checkpoint(tmp_path)
