@@ -120,6 +120,11 @@ def require_recorded_norm(norm: str, run_dir: Path) -> None:
             f"{run} from plugin '{target}', which is not loaded; pass --plugin {target}{where}"
         )
     if isinstance(source, str) and source != "fewnorm":
+        failed = [f for f in FAILURES if f.plugin.startswith(f"{source} ")]
+        if failed:
+            raise UnknownNameError(
+                f"{run} from the installed plugin {source}, which failed to load: {failed[0].error}"
+            )
         raise UnknownNameError(
             f"{run} from the installed plugin {source}, which is not installed now; install it "
             f"(pip install '{source}')"

@@ -39,6 +39,20 @@ def test_an_entry_point_plugin_is_to_be_installed(tmp_path: Path) -> None:
         require_recorded_norm("othernorm", run)
 
 
+def test_an_entry_point_plugin_that_failed_to_load_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fewnorm.norms import plugins
+
+    failure = plugins.PluginFailure(
+        "fewnorm-other-norm==1.2.0 (entry point 'other')", "ImportError: no torch"
+    )
+    monkeypatch.setattr(plugins, "FAILURES", [failure])
+    run = _run(tmp_path, {"norm_source": "fewnorm-other-norm==1.2.0"})
+    with pytest.raises(UnknownNameError, match=r"1.2.0, which failed to load: ImportError: no torch$"):
+        require_recorded_norm("othernorm", run)
+
+
 def test_an_older_run_names_the_plugins_it_loaded(tmp_path: Path) -> None:
     run = _run(tmp_path, {"plugins": {"a.py": "file:/abs/a.py", "dist": "some-dist==1", "m": "module:m"}})
     with pytest.raises(UnknownNameError, match=r"pass --plugin /abs/a.py --plugin m$"):
