@@ -144,16 +144,16 @@ class RunDir:
         finally:
             os.close(fd)
 
-    def _locked(self, fd: int) -> RunLockedError:
+    def _locked(self, fd: int, what: str = "run directory") -> RunLockedError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         return RunLockedError(
-            f"run directory '{self.path}' is in use by another fewnorm process"
+            f"{what} '{self.path}' is in use by another fewnorm process"
             f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to end, "
             "or choose another --out"
         )
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, what: str = "run directory") -> Iterator[None]:
         """Own the run directory for the block: a second process is refused in one line.
 
         An advisory ``flock`` on ``.lock`` inside the directory (made if missing), released
@@ -172,7 +172,7 @@ class RunDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise self._locked(fd) from None
+                raise self._locked(fd, what) from None
             except OSError as exc:  # a filesystem without locks: say so rather than run unguarded
                 raise RunWriteError(file, exc) from None
             os.ftruncate(fd, 0)

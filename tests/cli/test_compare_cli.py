@@ -214,6 +214,16 @@ def test_a_run_that_another_process_trains_is_not_deleted(tmp_path: Path) -> Non
         assert (run.path / "metrics.jsonl").read_text() == "{}\n"
 
 
+def test_a_sweep_directory_in_use_is_refused(tmp_path: Path) -> None:
+    from fewnorm.runs import RunDir
+
+    with RunDir(tmp_path / "s").lock("sweep directory"):
+        code, _, stderr = invoke("compare", *NORMS, *TINY, "--out", str(tmp_path / "s"))
+    assert code == 2
+    assert f"error: sweep directory '{tmp_path / 's'}' is in use by another fewnorm process" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
 def test_out_holding_another_sweep_is_refused(reference: Path) -> None:
     code, _, stderr = invoke("compare", *NORMS, *TINY, "--episodes", "6", "--out", str(reference))
     assert code == 2 and "holds a sweep with other settings" in stderr
