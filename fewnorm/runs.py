@@ -289,8 +289,11 @@ def make_run_dir(path: Path) -> None:
         raise RunDirError(f"--out '{path}' is a file, not a directory; choose a directory for the run")
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a parent is a file
-        raise RunDirError(f"cannot create run directory '{path}': a parent of it is a file") from None
+    except (FileExistsError, NotADirectoryError):  # a parent is a file
+        in_the_way = _file_in_the_way(path)
+        raise RunDirError(
+            f"cannot create run directory '{path}': '{in_the_way}' is a file, not a directory"
+        ) from None
     except OSError as exc:
         raise RunDirError(f"cannot create run directory '{path}': {exc.strerror or exc}") from None
 
@@ -333,11 +336,11 @@ def rerun_command(path: Path) -> str:
     """A command that starts the run recorded in ``path`` afresh (its config and plugins)."""
     import shlex
 
-    try:
-        import yaml
+    import yaml
 
+    try:
         config = yaml.safe_load((path / CONFIG).read_text())
-    except Exception:  # unreadable: the plain form
+    except (OSError, yaml.YAMLError):  # unreadable: the plain form
         config = None
     words = ["fewnorm", "train"]
     world = config.get("world_size") if isinstance(config, dict) else None
@@ -429,14 +432,10 @@ def _no_best_message(path: Path, file: Path) -> str:
     missing = f"no checkpoint at '{file}'"
     if not (path.is_dir() and (path / CONFIG).is_file()):
         return f"{missing}; pass a run directory or a .pt checkpoint"
-    why = {
-        "diverged": f"the run diverged before its first validation (see {DIVERGED})",
-        "empty": "",
-    }.get(run_status(path), "")
-    if not why:
-        try:
-            RunDir(path).check_unowned()
-            why = "the run stopped before its first validation, which writes it"
-        except RunLockedError:
-            why = "the run is training and has not reached its first validation, which writes it"
-    return f"{missing}: {why}"
+    if run_status(path) == "diverged":
+        return f"{missing}: the run diverged before its first validation (see {DIVERGED})"
+    try:
+        RunDir(path).check_unowned()
+    except RunLockedError:
+        return f"{missing}: the run is training and has not reached its first validation, which writes it"
+    return f"{missing}: the run stopped before its first validation, which writes it"
