@@ -273,7 +273,9 @@ def _dry_run(block: Any, spec: Any, channels: int) -> None:
             out = block.train()(batch)
     except Exception as exc:
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise error(f"normalizer '{spec.name}'{where} fails on a {expected} batch: {message}") from None
+        raise error(
+            f"normalizer '{spec.name}'{where} fails in a conv block on a (2, 1, 8, 8) batch: {message}"
+        ) from None
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != expected:
         raise error(

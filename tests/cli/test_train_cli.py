@@ -404,6 +404,20 @@ def test_plugin_that_changes_the_shape_is_refused_before_training(data_env: Path
     assert not (tmp_path / "r").exists()
 
 
+def test_plugin_that_fails_on_a_batch_is_refused_before_training(tmp_path: Path) -> None:
+    plugin = tmp_path / "broken_plugin.py"
+    plugin.write_text(SHAPE_PLUGIN.replace("halfnorm", "brokennorm").replace(
+        "return x[:, : x.shape[1] // 2]", "raise RuntimeError('boom\\nsecond line')"
+    ))  # fmt: skip
+    code, _, stderr = invoke(
+        "train", "--plugin", str(plugin), "--norm", "brokennorm", *SHORT, "--out", str(tmp_path / "r")
+    )
+    assert code == 2
+    assert "fails in a conv block on a (2, 1, 8, 8) batch: RuntimeError: boom second line" in _one_line(
+        stderr
+    )
+
+
 def test_plugin_whose_lazy_factory_module_is_missing_is_one_line(tmp_path: Path) -> None:
     plugin = tmp_path / "lazy_plugin.py"
     plugin.write_text(LAZY_PLUGIN)
