@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -305,15 +305,56 @@ def check_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
         runs.check_fresh()  # refused before the lock, so that a refusal leaves nothing behind
 
 
+def _group_rank() -> tuple[int, int] | None:
+    """(rank, world size) of a process group the caller made before :func:`train`; None if none."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
 def owns_run_lock(run_dir: Path) -> bool:
     """Whether this process takes the run directory's lock: not a follower rank, nor a worker
     whose ``fewnorm train --nproc`` launcher holds it."""
     import os
 
-    if torchrun.launched_rank() not in (None, 0):
+    group = _group_rank()
+    rank = group[0] if group is not None else torchrun.launched_rank()
+    if rank not in (None, 0):
         return False
     held = os.environ.get(LOCK_HELD_ENV)
     return not (held and Path(held).resolve() == run_dir.resolve())
+
+
+@contextmanager
+def _owned(config: RunConfig, run_dir: Path, *, resume: bool) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block, after :func:`check_run_dir`, where this process owns it.
+
+    In a process group the caller made, rank 0's refusal reaches every rank (as
+    :meth:`fewnorm.distributed.LeaderRunDir.prepare` shares its own), so none waits on a
+    collective the others never join; under torchrun the group is made later, inside the
+    run, and the agent stops the other workers when one fails.
+    """
+    group = _group_rank()
+    shared = group is not None and group[1] > 1
+    if not owns_run_lock(run_dir):
+        if shared and (refused := distributed._share_outcome(None)) is not None:
+            raise refused  # rank 0's: every rank of the group calls _share_outcome once here
+        yield
+        return
+    with ExitStack() as held:
+        refusal: FewnormError | None = None
+        try:
+            check_run_dir(config, run_dir, resume=resume)
+            held.enter_context(RunDir(run_dir).lock())
+        except FewnormError as exc:
+            refusal = exc
+        if shared:
+            distributed._share_outcome(refusal)
+        if refusal is not None:
+            raise refusal
+        yield
 
 
 def _write_failure_hint(run_dir: Path, config: RunConfig) -> str:
@@ -344,11 +385,7 @@ def train(
     A run file that cannot be written (disk full) is one line that says what survived
     and how to go on. See :func:`_train` for the rest.
     """
-    if not owns_run_lock(run_dir):
-        return _train(config, run_dir, resume=resume, on_episode=on_episode, on_stage=on_stage)
-    check_run_dir(config, run_dir, resume=resume)
-    runs = RunDir(run_dir)
-    with runs.lock():
+    with _owned(config, run_dir, resume=resume):
         try:
             return _train(config, run_dir, resume=resume, on_episode=on_episode, on_stage=on_stage)
         except RunWriteError as failed:
