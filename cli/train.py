@@ -197,6 +197,7 @@ def train(
         run_dir = resume
     else:
         resolved = resolve_config(config, overrides | {"world_size": processes})
+        _refuse_unused_options(resolved.algo, overrides)
         resolved = _check_norm(resolved, parse_norm_options(norm_opt))
         if resolved.threads is None:
             resolved = resolved.model_copy(update={"threads": default_threads(processes or 1)})
@@ -243,6 +244,27 @@ def train(
         print_json(summary.to_dict() | {"test_accuracies": None})
     else:
         stdout.print(summary_table(summary))
+
+
+#: Options of the gradient-based meta-learners; ProtoNet would record them and never use them.
+MAML_ONLY_OPTIONS = (
+    "inner_lr",
+    "inner_steps",
+    "inner_steps_test",
+    "buffer_policy",
+    "vectorize",
+    "vectorize_chunks",
+)
+
+
+def _refuse_unused_options(algo: str, overrides: dict[str, Any]) -> None:
+    """Refuse, in one line, options given on the command line that ``algo`` would ignore."""
+    if algo != "protonet":
+        return
+    given = [k for k in MAML_ONLY_OPTIONS if overrides.get(k) is not None]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{flags} apply to maml, fomaml and anil; protonet does not use them: drop {flags}")
 
 
 def _check_norm(config: Any, cli_options: dict[str, str]) -> Any:

@@ -153,6 +153,8 @@ BAD_INPUTS = [
     (["--device", "cuda:x"], "unknown device 'cuda:x'; use cpu, cuda or cuda:N"),
     (["--device", "cpu:1"], "unknown device 'cpu:1'"),
     (["--head", "linear"], "--head linear applies to maml, fomaml and anil; protonet has no head"),
+    (["--inner-lr", "0.1", "--inner-steps-test", "2"], "--inner-lr, --inner-steps-test apply to maml"),
+    (["--vectorize-chunks", "2"], "protonet does not use them: drop --vectorize-chunks"),
     (["--amp", "fp16"], "amp must be one of none, bf16, got 'fp16'"),
     (["--plugin", "no_such_plugin_module"], "plugin 'no_such_plugin_module' could not be imported"),
 ]
@@ -361,6 +363,14 @@ def test_a_huge_learning_rate_diverges_and_the_run_is_kept(data_env: Path, tmp_p
     code, _, stderr = invoke("train", *SHORT, "--out", str(out))
     assert code == 2 and "holds a diverged run (see diverged.json)" in _one_line(stderr)
     assert (out / "diverged.json").read_bytes() == marker and (out / "config.yaml").read_bytes() == config
+
+
+def test_evaluate_refuses_maml_options_for_a_protonet_run(
+    trained_run: tuple[Path, dict], data_env: Path
+) -> None:
+    out, _ = trained_run
+    code, _, stderr = invoke("evaluate", str(out), "--inner-steps-test", "5", "--no-progress")
+    assert code == 2 and "--inner-steps-test applies to MAML, FOMAML and ANIL runs" in _one_line(stderr)
 
 
 @pytest.mark.parametrize("flag", ["--episodes", "--ways", "--shots", "--queries"])
