@@ -51,18 +51,26 @@ def test_a_store_written_to_the_cache_gets_the_users_umask(umask: int, tmp_path:
     assert _mode(tmp_path / "store.pt") == 0o666 & ~umask
 
 
-def test_disk_full_during_a_write_keeps_the_previous_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (errno.ENOSPC, "No space left on device"),
+        (errno.EACCES, "Permission denied"),
+        (errno.EROFS, "Read-only file system"),
+    ],
+)
+def test_a_failed_write_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, reason: str
 ) -> None:
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
     run.save_last({"config": {}, "model": {"w": torch.ones(3)}, "episode": 2})
 
-    def full(src: str, dst: str) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def failing(src: str, dst: str) -> None:
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(os, "replace", full)
-    with pytest.raises(RunWriteError, match=r"cannot write '.*last\.pt': No space left on device"):
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(RunWriteError, match=rf"cannot write '.*last\.pt': {reason}$"):
         run.save_last({"config": {}, "model": {"w": torch.zeros(3)}, "episode": 4})
     monkeypatch.undo()
     assert torch.load(run.path / runs.LAST, weights_only=True)["episode"] == 2
