@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -46,6 +47,8 @@ VERSIONS = "versions.json"
 LOCK = ".lock"
 #: Set by ``fewnorm train --nproc`` for its workers: the launching process holds this run's lock.
 LOCK_HELD_ENV = "FEWNORM_RUN_LOCK_HELD"
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -173,10 +176,16 @@ class RunDir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise self._locked(fd, what) from None
-            except OSError as exc:  # a filesystem without locks: say so rather than run unguarded
-                raise RunWriteError(file, exc) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:  # a filesystem without flock (some network mounts): run, and say so
+                log.warning(
+                    "cannot lock '%s' (%s): nothing stops another process from using %s at the same time",
+                    file,
+                    exc.strerror or exc,
+                    self.path,
+                )
+            else:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             try:
                 yield
             finally:

@@ -186,3 +186,17 @@ def test_a_run_without_best_pt_says_why(tmp_path: Path) -> None:
         runs.load_checkpoint(run.path)
     with pytest.raises(FewnormError, match=r"; pass a run directory or a \.pt checkpoint"):
         runs.load_checkpoint(tmp_path)
+
+
+def test_a_filesystem_without_locks_runs_unguarded_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with RunDir(tmp_path / "run").lock():
+        (tmp_path / "run" / runs.CONFIG).write_text("norm: batchnorm\n")
+    assert "nothing stops another process" in caplog.text
