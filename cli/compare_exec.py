@@ -47,11 +47,12 @@ def preflight(sweep: Sweep) -> None:
     """Fail in one line before any training: data present, episodes possible, models buildable."""
     from fewnorm.cli.train import _check_norm
     from fewnorm.config import RunConfig
-    from fewnorm.episodes.loop import build_model, load_split, resolve_device  # what train() uses
+    from fewnorm.episodes.loop import build_model, check_new_run, load_split, resolve_device  # train()'s
     from fewnorm.episodes.sampler import EpisodeSampler
 
     c = RunConfig.model_validate(sweep.runs()[0].config)
     resolve_device(c.device)  # an unknown device fails here, not in every run
+    check_new_run(c)  # and settings the algorithm would ignore (--set head=... for protonet)
     stores = {s: load_split(c.dataset, s, c.data_root, **c.data_options) for s in ("train", "val", "test")}
     EpisodeSampler(stores["train"], c.effective_train_ways, c.effective_train_shots, c.train_queries,
                    split="train")  # fmt: skip

@@ -184,6 +184,7 @@ def test_sweep_file_and_seeds(tmp_path: Path) -> None:
         (["--norms", "bn", "--jobs", "-1"], "--jobs must be 0"),
         (["--norms", "bn", "--threads", "0"], "--threads must be positive, got 0"),
         (["--norms", "bn", "--device", "gpu"], "unknown device 'gpu'; use cpu, cuda or cuda:N"),
+        (["--norms", "bn", "--set", "head=linear"], "protonet has no head"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
