@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -380,6 +381,20 @@ def test_evaluate_refuses_a_count_of_zero(trained_run: tuple[Path, dict], data_e
     assert code == 2 and f"{flag} must be a positive number, got 0" in _one_line(stderr)
 
 
+@pytest.fixture
+def plugin_scope() -> Iterator[None]:
+    """Normalizers and plugins a test registers are gone afterwards (they would leak into later tests)."""
+    from fewnorm.norms import REGISTRY
+    from fewnorm.norms.plugins import LOADED
+
+    names, loaded = set(REGISTRY.names()), dict(LOADED)
+    yield
+    for name in set(REGISTRY.names()) - names:
+        REGISTRY.unregister(name)
+    LOADED.clear()
+    LOADED.update(loaded)
+
+
 SHAPE_PLUGIN = """
 from torch import nn
 from fewnorm.norms import REGISTRY, register_norm
@@ -399,6 +414,7 @@ if 'lazynorm' not in REGISTRY:
 """
 
 
+@pytest.mark.usefixtures("plugin_scope")
 def test_plugin_that_changes_the_shape_is_refused_before_training(data_env: Path, tmp_path: Path) -> None:
     plugin = tmp_path / "half_plugin.py"
     plugin.write_text(SHAPE_PLUGIN)
@@ -414,6 +430,7 @@ def test_plugin_that_changes_the_shape_is_refused_before_training(data_env: Path
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.usefixtures("plugin_scope")
 def test_plugin_that_fails_on_a_batch_is_refused_before_training(tmp_path: Path) -> None:
     plugin = tmp_path / "broken_plugin.py"
     plugin.write_text(SHAPE_PLUGIN.replace("halfnorm", "brokennorm").replace(
@@ -428,6 +445,7 @@ def test_plugin_that_fails_on_a_batch_is_refused_before_training(tmp_path: Path)
     )
 
 
+@pytest.mark.usefixtures("plugin_scope")
 def test_plugin_whose_lazy_factory_module_is_missing_is_one_line(tmp_path: Path) -> None:
     plugin = tmp_path / "lazy_plugin.py"
     plugin.write_text(LAZY_PLUGIN)
@@ -441,6 +459,7 @@ def test_plugin_whose_lazy_factory_module_is_missing_is_one_line(tmp_path: Path)
     assert code == 2 and "cannot be loaded" in _one_line(stderr)
 
 
+@pytest.mark.usefixtures("plugin_scope")
 def test_a_run_of_a_plugin_normalizer_names_the_plugin_to_pass(data_env: Path, tmp_path: Path) -> None:
     from fewnorm.norms import REGISTRY
 
@@ -486,5 +505,5 @@ def test_a_run_of_a_plugin_normalizer_names_the_plugin_to_pass(data_env: Path, t
         code, _, stderr = invoke("train", "--resume", str(stopped), "--plugin", str(tmp_path / "moved.py"))
         assert code == 2 and "rerunning the same command starts it afresh" in _one_line(stderr)
     finally:
-        if "pluginnorm" in REGISTRY:
+        if "pluginnorm" in REGISTRY:  # plugin_scope would not know it had been there
             REGISTRY.unregister("pluginnorm")

@@ -311,10 +311,8 @@ def test_killed_before_the_first_checkpoint_says_rerunning_starts_afresh(
         loop.train(CONFIG, run, resume=True)
     message = str(refused.value)
     assert "stopped before its first checkpoint" in message
-    assert (
-        f"rerunning the same command starts it afresh: `fewnorm train --config {run}/config.yaml --out {run}`"
-        in (message)
-    )
+    assert "rerunning the same command starts it afresh: `fewnorm train " in message  # plugins loaded
+    assert message.endswith(f"--config {run}/config.yaml --out {run}`")  # in this process: in between
     loop.train(CONFIG, run)  # the same command again: accepted, and the same numbers
     assert _numbers(run) == _numbers(reference)
 
@@ -346,7 +344,8 @@ def test_disk_full_at_a_checkpoint_says_what_survived_and_how_to_go_on(
     assert message.startswith(f"cannot write '{run / runs.LAST}': No space left on device; ")
     if failing_write == 1:
         assert "no checkpoint had been written yet" in message
-        assert f"`fewnorm train --config {run}/config.yaml --out {run}`" in message
+        assert "rerun the same command: `fewnorm train " in message
+        assert message.endswith(f"--config {run}/config.yaml --out {run}`")
         loop.train(CONFIG, run)
     else:
         assert f"the previous checkpoint '{run / runs.LAST}' is intact" in message
