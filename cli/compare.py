@@ -137,6 +137,8 @@ def compare(
     load_plugins(plugin)
     if jobs < 0:
         raise ConfigError(f"--jobs must be 0 (automatic) or positive, got {jobs}")
+    if threads is not None and threads < 1:  # 0 is not "the default": refused, as train refuses it
+        raise ConfigError(f"--threads must be positive, got {threads}")
     engine = check_engine(engine, address, jobs)
     if engine == "ray":
         from fewnorm.cli.compare_ray import require_ray
@@ -191,7 +193,29 @@ def run_sweep(
     engine: str = "local",
     address: str | None = None,
 ) -> None:
-    """Check, train what is missing (on ``engine``: local | ray), then read every run back and report."""
+    """Check, train what is missing (on ``engine``: local | ray), then read every run back and report.
+
+    The sweep directory belongs to this process meanwhile: a second ``compare`` with the
+    same ``--out`` is refused in one line (each run directory is locked by its training too).
+    """
+    from fewnorm.runs import RunDir
+
+    with RunDir(out).lock("sweep directory"):
+        _run_sweep(sweep, out, jobs, threads, plugins, progress, plots, json_output, engine, address)
+
+
+def _run_sweep(
+    sweep: Sweep,
+    out: Path,
+    jobs: int,
+    threads: int | None,
+    plugins: list[str] | None,
+    progress: bool,
+    plots: bool,
+    json_output: bool,
+    engine: str,
+    address: str | None,
+) -> None:
     from fewnorm.cli.compare_exec import SweepInterrupted, execute, plan_tasks, preflight
     from fewnorm.cli.render import print_json, stdout
     from fewnorm.compare import check_manifest, read_run, row_record, summarize, write_results

@@ -47,10 +47,12 @@ def preflight(sweep: Sweep) -> None:
     """Fail in one line before any training: data present, episodes possible, models buildable."""
     from fewnorm.cli.train import _check_norm
     from fewnorm.config import RunConfig
-    from fewnorm.episodes.loop import build_model, load_split  # the loader train() uses
+    from fewnorm.episodes.loop import build_model, check_new_run, load_split, resolve_device  # train()'s
     from fewnorm.episodes.sampler import EpisodeSampler
 
     c = RunConfig.model_validate(sweep.runs()[0].config)
+    resolve_device(c.device)  # an unknown device fails here, not in every run
+    check_new_run(c)  # and settings the algorithm would ignore (--set head=... for protonet)
     stores = {s: load_split(c.dataset, s, c.data_root, **c.data_options) for s in ("train", "val", "test")}
     EpisodeSampler(stores["train"], c.effective_train_ways, c.effective_train_shots, c.train_queries,
                    split="train")  # fmt: skip
@@ -110,6 +112,11 @@ def run_task(
         except FewnormError:  # a torn or foreign last.pt: start over
             resume = False
     if not resume:
+        try:
+            RunDir(run_dir).check_unowned()  # another sweep trains it now: never delete a live run
+        except FewnormError as exc:
+            emit(("done", task.name, "failed", str(exc)))
+            return task.name, "failed", str(exc)
         shutil.rmtree(run_dir, ignore_errors=True)
     emit(("start", task.name, config.episodes))
 

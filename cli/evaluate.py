@@ -52,6 +52,7 @@ def evaluate(
 ) -> None:
     """Score a trained model on the same fixed episodes every run uses, or on Lake's runs."""
     load_plugins(plugin)
+    _require_run_norm(run)
     if benchmark is not None:
         episodic: dict[str, object] = {"--ways": ways, "--shots": shots, "--queries": queries}
         episodic["--episodes"] = episodes
@@ -121,6 +122,21 @@ def evaluate(
     if protocol is not None:
         table.add_row("head protocol", protocol.label())
     stdout.print(table)
+
+
+def _require_run_norm(run: Path) -> None:
+    """A run whose normalizer came from a plugin not loaded now: say which ``--plugin`` to pass."""
+    import yaml
+
+    from fewnorm.norms.plugins import require_recorded_norm
+
+    folder = run if run.is_dir() else run.parent
+    try:
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return  # a bare checkpoint: the normalizer's name is checked when the model is built
+    if isinstance(config, dict) and isinstance(config.get("norm"), str):
+        require_recorded_norm(config["norm"], folder)
 
 
 def _lake20(task: LakeTask, options: dict[str, Any], json_output: bool, progress: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,7 @@ def train(
     from fewnorm import torchrun
     from fewnorm.config import default_threads, resolve_config
     from fewnorm.distributed import check_resume_world_size
+    from fewnorm.norms.plugins import require_recorded_norm
     from fewnorm.tracking import check_loggers
 
     loggers = check_loggers(logger)
@@ -222,10 +224,12 @@ def train(
         if not (resume / "config.yaml").is_file():
             raise ConfigError(f"'{resume}' is not a run directory (no config.yaml); pass the run's --out")
         resolved = resolve_config(resume / "config.yaml")
+        require_recorded_norm(resolved.norm, resume)
         check_resume_world_size(resolved.world_size, processes, resume)
         run_dir = resume
     else:
         resolved = resolve_config(config, overrides | {"world_size": processes})
+        _refuse_unused_options(resolved.algo, overrides)
         resolved = _check_norm(resolved, parse_norm_options(norm_opt))
         if resolved.threads is None:
             resolved = resolved.model_copy(update={"threads": default_threads(processes or 1)})
@@ -237,11 +241,14 @@ def train(
 
     from fewnorm.cli.render import print_json, stdout, summary_table, train_progress
     from fewnorm.distributed import resume_command
-    from fewnorm.episodes.loop import RunInterrupted
+    from fewnorm.episodes.loop import RunInterrupted, check_run_dir, owns_run_lock
     from fewnorm.episodes.loop import train as run_training
     from fewnorm.tracking import Trackers
 
+    if owns_run_lock(run_dir):  # refusals before the progress display (train checks again, locked)
+        check_run_dir(resolved, run_dir, resume=resume is not None)
     trackers = Trackers(loggers if leader else [], run_dir, resolved.model_dump())
+
     try:
         with train_progress(progress and not json_output and leader) as bars:
             summary = run_training(
@@ -277,6 +284,27 @@ def train(
         stdout.print(summary_table(summary))
 
 
+#: Options of the gradient-based meta-learners; ProtoNet would record them and never use them.
+MAML_ONLY_OPTIONS = (
+    "inner_lr",
+    "inner_steps",
+    "inner_steps_test",
+    "buffer_policy",
+    "vectorize",
+    "vectorize_chunks",
+)
+
+
+def _refuse_unused_options(algo: str, overrides: dict[str, Any]) -> None:
+    """Refuse, in one line, options given on the command line that ``algo`` would ignore."""
+    if algo != "protonet":
+        return
+    given = [k for k in MAML_ONLY_OPTIONS if overrides.get(k) is not None]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{flags} apply to maml, fomaml and anil; protonet does not use them: drop {flags}")
+
+
 def _check_norm(config: Any, cli_options: dict[str, str]) -> Any:
     """Canonical normalizer name and typed options, checked before any data is loaded."""
     from fewnorm.backbones import conv_norm_act
@@ -284,8 +312,36 @@ def _check_norm(config: Any, cli_options: dict[str, str]) -> Any:
 
     spec = get_norm(config.norm)
     options = spec.check_options({**config.norm_options, **cli_options})
-    conv_norm_act(1, config.hidden, spec.name, options)  # bad option values fail here, not mid-run
+    block = conv_norm_act(1, config.hidden, spec.name, options)  # bad option values fail here, not mid-run
+    _dry_run(block, spec, config.hidden)
     return config.model_copy(update={"norm": spec.name, "norm_options": options})
+
+
+def _dry_run(block: Any, spec: Any, channels: int) -> None:
+    """One tiny training-mode forward of a conv block with the normalizer: a layer that fails,
+    or returns another shape than its input's, is refused here in one line, not mid-run."""
+    import torch
+
+    from fewnorm.errors import OptionError, PluginError
+
+    error = OptionError if spec.source == "fewnorm" else PluginError
+    where = "" if spec.source == "fewnorm" else f" (from {spec.source})"
+    batch = torch.linspace(-1.0, 1.0, 2 * 8 * 8).reshape(2, 1, 8, 8)
+    expected = (2, channels, 8, 8)
+    try:
+        with torch.no_grad():
+            out = block.train()(batch)
+    except Exception as exc:
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise error(
+            f"normalizer '{spec.name}'{where} fails in a conv block on a (2, 1, 8, 8) batch: {message}"
+        ) from None
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != expected:
+        raise error(
+            f"normalizer '{spec.name}'{where} returns {shape} for a {expected} input; "
+            "a normalizer must return a tensor of its input's shape"
+        )
 
 
 def _default_out(dataset: str, norm: str) -> Path:
@@ -310,27 +366,31 @@ def _launch(
     import yaml
 
     from fewnorm.data import load_split
-    from fewnorm.episodes.loop import check_resumable
-    from fewnorm.runs import RunDir
+    from fewnorm.episodes.loop import check_run_dir
+    from fewnorm.runs import LOCK_HELD_ENV, RunDir
     from fewnorm.torchrun import launch
 
     # What the ranks would refuse is refused here, in one line; the cache is decoded by one process.
-    if resume:
-        check_resumable(run_dir)
-    else:
-        RunDir(run_dir).prepare()
-    for split in ("train", "val", "test"):
-        load_split(config.dataset, split, config.data_root, **config.data_options)
+    check_run_dir(config, run_dir, resume=resume)
+    runs = RunDir(run_dir)
     flags = [f"--plugin={p}" for p in plugins or []]
     flags += [f"--logger={name}" for name in loggers or []]
     flags += ["--json"] * json_output + ["--no-progress"] * (not progress)
-    with tempfile.TemporaryDirectory(prefix="fewnorm-nproc-") as tmp:
+    with runs.lock(), tempfile.TemporaryDirectory(prefix="fewnorm-nproc-") as tmp:  # held for the workers
+        if not resume:
+            runs.prepare()
+        for split in ("train", "val", "test"):
+            load_split(config.dataset, split, config.data_root, **config.data_options)
         if resume:
             args = ["train", "--resume", str(run_dir), *flags]
         else:
             file = Path(tmp) / "config.yaml"
             file.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
             args = ["train", "--config", str(file), "--out", str(run_dir), *flags]
-        code = launch(nproc, args)
+        os.environ[LOCK_HELD_ENV] = str(run_dir.resolve())  # the workers inherit it
+        try:
+            code = launch(nproc, args)
+        finally:
+            os.environ.pop(LOCK_HELD_ENV, None)
     if code:
         raise typer.Exit(code)

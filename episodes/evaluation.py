@@ -48,6 +48,13 @@ class EvalResult:
         }
 
 
+def check_counts(**counts: int | None) -> None:
+    """Refuse a count that was given but is not positive (0 is not "the run's")."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be a positive number, got {value}")
+
+
 def evaluate_checkpoint(
     path: Path,
     *,
@@ -74,10 +81,11 @@ def evaluate_checkpoint(
     config = RunConfig.model_validate(state["config"])
     if overrides:  # evaluation-time settings only (e.g. query_one_at_a_time, split_file)
         config = validate_config(config.model_dump() | overrides, "options")
-    ways, shots = ways or config.ways, shots or config.shots
-    queries, episodes = queries or config.queries, episodes or config.test_episodes
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be positive, got {episodes}")
+    check_counts(ways=ways, shots=shots, queries=queries, episodes=episodes)
+    ways = config.ways if ways is None else ways
+    shots = config.shots if shots is None else shots
+    queries = config.queries if queries is None else queries
+    episodes = config.test_episodes if episodes is None else episodes
     root = str(data_root) if data_root else config.data_root
     store = load_split(config.dataset, split, root, **config.data_options)
     sampler = EpisodeSampler(store, ways, shots, queries, split=split)

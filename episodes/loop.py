@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,11 @@ from fewnorm.data import load_split
 from fewnorm.data.augment import augment_episode
 from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_format
 from fewnorm.episodes.sampler import EpisodeSampler
-from fewnorm.errors import ConfigError, FewnormError, TrainingDivergedError
+from fewnorm.errors import ConfigError, FewnormError, RunWriteError, TrainingDivergedError
 from fewnorm.metrics import Interval, mean_ci95
-from fewnorm.norms import learning_rate_scale
+from fewnorm.norms import get_norm, learning_rate_scale
 from fewnorm.precision import slow_amp_reason
-from fewnorm.runs import RunDir, run_status
+from fewnorm.runs import LAST, LOCK_HELD_ENV, RunDir, no_checkpoint_message, rerun_command, run_status
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,20 @@ class RunSummary:
 
 
 def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
+    """``cpu``, ``cuda`` or ``cuda:N`` as a device; anything else, or a GPU not there, is one line."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise ConfigError(f"unknown device '{name}'; use cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device '{name}' requested but there are {torch.cuda.device_count()} GPUs "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        )
     return device
 
 
@@ -125,6 +136,8 @@ class TrainState:
     best_episode: int = 0
     best_state: dict[str, Any] = field(default_factory=dict)
     window: list[tuple[float, float]] = field(default_factory=list)  # train losses since the last log
+    first_loss: float | None = None  # the first step's training loss: the scale divergence is judged by
+    recent_losses: list[float] = field(default_factory=list)  # the last GROWTH_WINDOW training losses
     train_time: float = 0.0
     wall_before: float = 0.0  # wall seconds of earlier sessions of a resumed run
     records: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl so far
@@ -159,6 +172,35 @@ def _deferred_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if pending:
         raise KeyboardInterrupt
+
+
+#: Training losses averaged when judging whether the loss grew by orders of magnitude.
+GROWTH_WINDOW = 10
+#: A loss this many times the first step's, over the last GROWTH_WINDOW steps, has diverged ...
+GROWTH_FACTOR = 1e3
+#: ... if it is above this too (a cross-entropy of 1000 means logits of the order of 1000).
+GROWTH_FLOOR = 1e3
+
+
+def _divergence(state: TrainState, loss: float) -> str | None:
+    """Record the next step's training loss ``loss``; why it means divergence, or None.
+
+    NaN or infinite, or a mean over the last :data:`GROWTH_WINDOW` steps that is
+    :data:`GROWTH_FACTOR` times the first step's loss and above :data:`GROWTH_FLOOR`
+    (``--lr 1e6`` drives a BatchNorm ProtoNet's loss from 3 to 1e11 while staying finite).
+    """
+    if not math.isfinite(loss):
+        return f"loss {loss}"
+    if state.first_loss is None:
+        state.first_loss = loss
+    state.recent_losses = [*state.recent_losses, loss][-GROWTH_WINDOW:]
+    recent = sum(state.recent_losses) / len(state.recent_losses)
+    if recent > GROWTH_FLOOR and recent > GROWTH_FACTOR * abs(state.first_loss):
+        return (
+            f"loss {recent:.3g} over the last {len(state.recent_losses)} steps, "
+            f"{recent / abs(state.first_loss):.2g}x the first step's {state.first_loss:.3g}"
+        )
+    return None
 
 
 def _val_due(episode: int, config: RunConfig) -> bool:
@@ -242,7 +284,125 @@ def _restore(
     return state
 
 
+def check_new_run(config: RunConfig) -> None:
+    """Refuse settings that a fresh run would accept and ignore (recorded, never used)."""
+    if config.head is not None and config.algo == "protonet":
+        raise ConfigError(
+            f"--head {config.head} applies to maml, fomaml and anil; protonet has no head "
+            "(it classifies by the distance to class prototypes): drop --head"
+        )
+
+
+def check_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
+    """Refuse, in one line and before anything is read or written, a run directory that
+    another process owns, that a fresh run would clobber, or that has nothing to resume."""
+    runs = RunDir(run_dir)
+    runs.check_unowned()  # a live run is in use, whatever its files say
+    if resume:
+        if not run_dir.is_dir():
+            raise FewnormError(no_checkpoint_message(run_dir))
+        check_resumable(run_dir)
+    else:
+        check_new_run(config)
+        runs.check_fresh()  # refused before the lock, so that a refusal leaves nothing behind
+
+
+def _group_rank() -> tuple[int, int] | None:
+    """(rank, world size) of a process group the caller made before :func:`train`; None if none."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def owns_run_lock(run_dir: Path) -> bool:
+    """Whether this process takes the run directory's lock: not a follower rank, nor a worker
+    whose ``fewnorm train --nproc`` launcher holds it."""
+    import os
+
+    group = _group_rank()
+    rank = group[0] if group is not None else torchrun.launched_rank()
+    if rank not in (None, 0):
+        return False
+    held = os.environ.get(LOCK_HELD_ENV)
+    return not (held and Path(held).resolve() == run_dir.resolve())
+
+
+@contextmanager
+def _owned(config: RunConfig, run_dir: Path, *, resume: bool) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block, after :func:`check_run_dir`, where this process owns it.
+
+    In a process group the caller made, rank 0's refusal reaches every rank (as
+    :meth:`fewnorm.distributed.LeaderRunDir.prepare` shares its own), so none waits on a
+    collective the others never join; under torchrun the group is made later, inside the
+    run, and the agent stops the other workers when one fails.
+    """
+    group = _group_rank()
+    shared = group is not None and group[1] > 1
+    if not owns_run_lock(run_dir):
+        if shared and (refused := distributed._share_outcome(None)) is not None:
+            raise refused  # rank 0's: every rank of the group calls _share_outcome once here
+        yield
+        return
+    with ExitStack() as held:
+        refusal: FewnormError | None = None
+        try:
+            check_run_dir(config, run_dir, resume=resume)
+            held.enter_context(RunDir(run_dir).lock())
+        except FewnormError as exc:
+            refusal = exc
+        if shared:
+            distributed._share_outcome(refusal)
+        if refusal is not None:
+            raise refusal
+        yield
+
+
+def _write_failure_hint(run_dir: Path, config: RunConfig) -> str:
+    """What survived a failed write in ``run_dir`` and how to go on once space is freed."""
+    if (run_dir / LAST).is_file():
+        return (
+            f"the previous checkpoint '{run_dir / LAST}' is intact: free space (or fix the "
+            f"permission), then resume with `{distributed.resume_command(config.world_size, run_dir)}`"
+        )
+    return (
+        "no checkpoint had been written yet: free space (or fix the permission), then rerun "
+        f"the same command: `{rerun_command(run_dir)}`"
+    )
+
+
 def train(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    on_episode: Callable[[EpisodeLog], None] | None = None,
+    on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> RunSummary:
+    """Train ``config`` end to end and write its run directory; returns the summary.
+
+    The process owns ``run_dir`` while it trains (:meth:`fewnorm.runs.RunDir.lock`): a
+    second ``train`` of the same directory is refused in one line, before any data is read.
+    A run file that cannot be written (disk full) is one line that says what survived
+    and how to go on. See :func:`_train` for the rest.
+    """
+    with _owned(config, run_dir, resume=resume):
+        try:
+            return _train(
+                config,
+                run_dir,
+                resume=resume,
+                on_episode=on_episode,
+                on_stage=on_stage,
+                on_record=on_record,
+            )
+        except RunWriteError as failed:
+            raise RunWriteError(failed.path, failed.error, _write_failure_hint(run_dir, config)) from None
+
+
+def _train(
     config: RunConfig,
     run_dir: Path,
     *,
@@ -301,7 +461,7 @@ def train(
     else:
         runs.prepare()
         runs.write_config(config.model_dump())
-        runs.write_versions()
+        runs.write_versions({"norm_source": get_norm(config.norm).source})  # resume names its plugin
         state = TrainState(best_state=copy.deepcopy(model.state_dict()))
     if group is not None:
         group.attach(model, optimizer)
@@ -378,10 +538,10 @@ def train(
                 if scheduler is not None:
                     scheduler.step()
                 state.train_time += time.perf_counter() - t0
-                if not math.isfinite(result.loss):
+                if (why := _divergence(state, result.loss)) is not None:
                     message = (
                         f"training diverged at episode {episode} with normalizer '{config.norm}' "
-                        f"(loss {result.loss}); lower --lr or change the normalizer's options"
+                        f"({why}); lower --lr or change the normalizer's options"
                     )
                     runs.mark_diverged(message, episode)
                     raise TrainingDivergedError(message)

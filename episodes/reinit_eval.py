@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from fewnorm.config import RunConfig, validate_config
-from fewnorm.episodes.evaluation import EvalResult, evaluate_checkpoint
-from fewnorm.episodes.reinit import HeadProtocol, head_protocol, scoring_algorithm
+from fewnorm.episodes.evaluation import EvalResult, check_counts, evaluate_checkpoint
+from fewnorm.episodes.reinit import MAML_FAMILY, HeadProtocol, head_protocol, scoring_algorithm
 from fewnorm.errors import ConfigError
 from fewnorm.runs import load_checkpoint
 
@@ -40,11 +40,14 @@ def evaluate_with_protocol(
     settings |= {"split": split, "data_root": data_root, "device": device, "overrides": overrides}
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be test or val, got '{split}'")
+    check_counts(ways=ways, shots=shots, queries=queries, episodes=episodes)
     state = load_checkpoint(path)
     config = RunConfig.model_validate(state["config"])
     if overrides:  # as evaluate_checkpoint: evaluation-time settings only
         config = validate_config(config.model_dump() | overrides, "options")
-    protocol = head_protocol(config, head_init, ways or config.ways, fresh=False)
+    protocol = head_protocol(config, head_init, config.ways if ways is None else ways, fresh=False)
+    if protocol is None and (overrides or {}).get("inner_steps_test") is not None:  # as lake20 refuses it
+        raise ConfigError(f"--inner-steps-test applies to {MAML_FAMILY}; this run is '{config.algo}'")
     if protocol is None or protocol.head_init == "trained":  # today's path, bit-identical numbers
         return evaluate_checkpoint(path, **settings, on_stage=on_stage), protocol
     # The same fixed episodes (episode i from seed + i), each scored with a fresh head.

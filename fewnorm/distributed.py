@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,16 @@ class FollowerRunDir(RunDir):
         error = _share_outcome(None)
         if error is not None:
             raise error
+
+    def check_unowned(self) -> None:
+        pass  # rank 0 checks, and owns the directory
+
+    def check_fresh(self) -> None:
+        pass
+
+    @contextmanager
+    def lock(self, what: str = "run directory") -> Iterator[None]:
+        yield  # rank 0 (or the --nproc launcher) holds the lock for every rank
 
     def write_config(self, config: dict[str, Any]) -> None:
         pass

@@ -32,3 +32,20 @@ class TrainingDivergedError(FewnormError):
 
 class PluginError(FewnormError):
     """A plugin that could not be loaded; carries the plugin's name."""
+
+
+class RunDirError(FewnormError):
+    """A run directory that cannot be used: a file, not writable, or holding files a run would clobber."""
+
+
+class RunLockedError(RunDirError):
+    """Another process owns the run directory (trains or resumes the run in it)."""
+
+
+class RunWriteError(FewnormError):
+    """A run file that could not be written (disk full, no permission); the previous one is intact."""
+
+    def __init__(self, path: object, error: OSError, hint: str = "") -> None:
+        reason = error.strerror or str(error)
+        super().__init__(f"cannot write '{path}': {reason}" + (f"; {hint}" if hint else ""))
+        self.path, self.error = path, error

@@ -63,7 +63,9 @@ def _finished(run_dir: Path, accuracies: list[float], train: float, config: dict
     run_dir.mkdir(parents=True)
     summary = {"test_accuracies": accuracies, "parameters": 1, "train_seconds_per_episode": 0.1}
     (run_dir / "summary.json").write_text(json.dumps(summary | {"config": config | {"ways": 5}}))
-    (run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "train", "episode": 1, "loss": 1.0, "accuracy": train}))
+    (run_dir / "metrics.jsonl").write_text(
+        json.dumps({"kind": "train", "episode": 1, "loss": 1.0, "accuracy": train})
+    )
 
 
 def test_compare_ranks_collapsed_rows_last_and_says_why(tmp_path: Path) -> None:

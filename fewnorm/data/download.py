@@ -28,6 +28,7 @@ from fewnorm.data.minifiles import LAYOUT_FILES, mini_imagenet_dir
 from fewnorm.data.registry import DEFAULT_SUBSET, MINI_IMAGENET, canonical_dataset, subset_files
 from fewnorm.data.root import omniglot_dir, resolve_data_root
 from fewnorm.errors import DataError
+from fewnorm.filemode import apply_umask
 
 #: Where the official release lives.
 BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
@@ -176,8 +177,7 @@ def _fetch(name: str, url: str, path: Path, progress: ProgressFn | None, timeout
     done = 0
     try:
         with os.fdopen(fd, "wb") as out:
-            if hasattr(os, "fchmod"):  # mkstemp makes it owner-only; a dataset is not secret
-                os.fchmod(out.fileno(), 0o644)
+            apply_umask(out.fileno())  # mkstemp makes it owner-only; the user's umask decides
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
                     length = resp.headers.get("Content-Length")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from fewnorm.errors import DataError
+from fewnorm.filemode import apply_umask
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,7 @@ class ImageStore:
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as f:
-                if hasattr(os, "fchmod"):  # mkstemp makes it owner-only; stores are not secret
-                    os.fchmod(f.fileno(), 0o644)
+                apply_umask(f.fileno())  # mkstemp makes it owner-only; the user's umask decides
                 torch.save(payload, f)
                 f.flush()
                 os.fsync(f.fileno())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from fewnorm.errors import PluginError
+from fewnorm.errors import PluginError, UnknownNameError
 from fewnorm.norms.registry import REGISTRY, NameTakenError, NormRegistry, _current_source
 
 ENTRY_POINT_GROUP = "fewnorm.norms"
@@ -109,3 +109,41 @@ def load_plugin(target: str, registry: NormRegistry = REGISTRY) -> None:
     finally:
         _current_source.reset(token)
     log.debug("loaded plugin %s", target)
+
+
+def require_recorded_norm(norm: str, run_dir: Path) -> None:
+    """Refuse a run whose normalizer came from a plugin that is not loaded now, naming the plugin.
+
+    ``versions.json`` records the plugins loaded when the run was trained and, since
+    this release, the normalizer's source. Recorded plugin code is never run on its
+    own: the message says which ``--plugin`` to pass (or which distribution to install).
+    """
+    from fewnorm.runs import VERSIONS, plugin_target, recorded_plugins, recorded_value
+
+    if norm in REGISTRY:
+        return
+    source = recorded_value(run_dir, "norm_source")
+    target = plugin_target(source) if isinstance(source, str) else None
+    run = f"run '{run_dir}' was trained with normalizer '{norm}'"
+    if target is not None:
+        gone = source.startswith("file:") and not Path(target).is_file()
+        where = " (that file is no longer there: pass its new location)" if gone else ""
+        raise UnknownNameError(
+            f"{run} from plugin '{target}', which is not loaded; pass --plugin {target}{where}"
+        )
+    if isinstance(source, str) and source != "fewnorm":
+        failed = [f for f in FAILURES if f.plugin.startswith(f"{source} ")]
+        if failed:
+            raise UnknownNameError(
+                f"{run} from the installed plugin {source}, which failed to load: {failed[0].error}"
+            )
+        raise UnknownNameError(
+            f"{run} from the installed plugin {source}, which is not installed now; install it "
+            f"(pip install '{source}')"
+        )
+    targets = [t for t in (plugin_target(s) for s in recorded_plugins(run_dir).values()) if t is not None]
+    if targets:  # an older run: the plugins it loaded, not which one registered the normalizer
+        flags = " ".join(f"--plugin {t}" for t in targets)
+        raise UnknownNameError(
+            f"{run}, registered by a plugin it loaded ({VERSIONS} records {', '.join(targets)}); pass {flags}"
+        )

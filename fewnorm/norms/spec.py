@@ -122,7 +122,15 @@ class NormSpec:
         if callable(self.factory):
             return self.factory
         module_name, _, attr = self.factory.partition(":")
-        factory: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+        try:
+            factory: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            from fewnorm.errors import PluginError
+
+            raise PluginError(
+                f"normalizer '{self.name}' ({self.source}): its factory '{self.factory}' cannot be "
+                f"loaded ({type(exc).__name__}: {exc}); reinstall or fix the plugin"
+            ) from None
         return factory
 
     def options(self) -> dict[str, NormOption]:

@@ -182,6 +182,9 @@ def test_sweep_file_and_seeds(tmp_path: Path) -> None:
         (["--norms", "bn", "--ways", "30"], "need 30 classes"),
         (["--norms", "bn", "--set", "wayz=3"], "unknown key 'wayz'"),
         (["--norms", "bn", "--jobs", "-1"], "--jobs must be 0"),
+        (["--norms", "bn", "--threads", "0"], "--threads must be positive, got 0"),
+        (["--norms", "bn", "--device", "gpu"], "unknown device 'gpu'; use cpu, cuda or cuda:N"),
+        (["--norms", "bn", "--set", "head=linear"], "protonet has no head"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
@@ -189,6 +192,37 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str, tmp_path: Pa
     assert code == 2, stdout + stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
+
+
+def test_out_naming_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("precious")
+    code, _, stderr = invoke("compare", *NORMS, *TINY, "--out", str(tmp_path / "file"))
+    assert code == 2 and f"'{tmp_path / 'file'}' is a file, not a directory" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and (tmp_path / "file").read_text() == "precious"
+
+
+def test_a_run_that_another_process_trains_is_not_deleted(tmp_path: Path) -> None:
+    from fewnorm.cli.compare_exec import Task, run_task
+    from fewnorm.config import RunConfig
+    from fewnorm.runs import RunDir
+
+    run = RunDir(tmp_path / "none-seed0")
+    with run.lock():
+        (run.path / "metrics.jsonl").write_text("{}\n")
+        task = Task("none-seed0", RunConfig(norm="none").model_dump(), str(run.path), resume=False)
+        name, status, message = run_task(task, report=lambda event: None)
+        assert (name, status) == ("none-seed0", "failed") and "in use by another fewnorm process" in message
+        assert (run.path / "metrics.jsonl").read_text() == "{}\n"
+
+
+def test_a_sweep_directory_in_use_is_refused(tmp_path: Path) -> None:
+    from fewnorm.runs import RunDir
+
+    with RunDir(tmp_path / "s").lock("sweep directory"):
+        code, _, stderr = invoke("compare", *NORMS, *TINY, "--out", str(tmp_path / "s"))
+    assert code == 2
+    assert f"error: sweep directory '{tmp_path / 's'}' is in use by another fewnorm process" in stderr
+    assert len(stderr.strip().splitlines()) == 1
 
 
 def test_out_holding_another_sweep_is_refused(reference: Path) -> None:

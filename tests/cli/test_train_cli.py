@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,12 @@ BAD_INPUTS = [
     (["--dropblock", "0.1"], "dropblock applies to the resnet12 backbone only, not conv4"),
     (["--backbone", "resnet12", "--dropblock", "1.5"], "key 'dropblock': Input should be less than 1"),
     (["--device", "cuda"], "CUDA is not available"),
+    (["--device", "gpu"], "unknown device 'gpu'; use cpu, cuda or cuda:N"),
+    (["--device", "cuda:x"], "unknown device 'cuda:x'; use cpu, cuda or cuda:N"),
+    (["--device", "cpu:1"], "unknown device 'cpu:1'"),
+    (["--head", "linear"], "--head linear applies to maml, fomaml and anil; protonet has no head"),
+    (["--inner-lr", "0.1", "--inner-steps-test", "2"], "--inner-lr, --inner-steps-test apply to maml"),
+    (["--vectorize-chunks", "2"], "protonet does not use them: drop --vectorize-chunks"),
     (["--amp", "fp16"], "amp must be one of none, bf16, got 'fp16'"),
     (["--plugin", "no_such_plugin_module"], "plugin 'no_such_plugin_module' could not be imported"),
 ]
@@ -321,3 +328,182 @@ def test_activation_layout_is_resolved_recorded_and_kept_by_evaluate(
     assert code == 0, stderr
     # evaluate rebuilds the model from the recorded config, layout included
     assert json.loads(stdout)["accuracy"] == pytest.approx(recorded["test"]["accuracy"], abs=1e-12)
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in stderr
+    return lines[0]
+
+
+def test_out_naming_a_file_is_one_line(data_env: Path, tmp_path: Path) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("precious")
+    code, _, stderr = invoke("train", *SHORT, "--out", str(file))
+    assert code == 2 and "is a file, not a directory" in _one_line(stderr)
+    code, _, stderr = invoke("train", *SHORT, "--out", str(file / "run"))
+    assert code == 2 and "cannot create run directory" in _one_line(stderr)
+    assert file.read_text() == "precious"
+
+
+def test_out_naming_a_directory_of_other_files_is_refused(data_env: Path, tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("mine: true\n")
+    code, _, stderr = invoke("train", *SHORT, "--out", str(tmp_path))
+    assert code == 2 and "holds no fewnorm run but other files (config.yaml)" in _one_line(stderr)
+    assert (tmp_path / "config.yaml").read_text() == "mine: true\n"
+
+
+def test_a_huge_learning_rate_diverges_and_the_run_is_kept(data_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lr"
+    code, _, stderr = invoke("train", *SHORT, "--norm", "batchnorm", "--lr", "1e6", "--out", str(out))
+    assert code == 2
+    assert "training diverged at episode" in _one_line(stderr) and "x the first step's" in stderr
+    marker = (out / "diverged.json").read_bytes()
+    config = (out / "config.yaml").read_bytes()
+    code, _, stderr = invoke("train", *SHORT, "--out", str(out))
+    assert code == 2 and "holds a diverged run (see diverged.json)" in _one_line(stderr)
+    assert (out / "diverged.json").read_bytes() == marker and (out / "config.yaml").read_bytes() == config
+
+
+def test_evaluate_refuses_maml_options_for_a_protonet_run(
+    trained_run: tuple[Path, dict], data_env: Path
+) -> None:
+    out, _ = trained_run
+    code, _, stderr = invoke("evaluate", str(out), "--inner-steps-test", "5", "--no-progress")
+    assert code == 2 and "--inner-steps-test applies to MAML, FOMAML and ANIL runs" in _one_line(stderr)
+
+
+@pytest.mark.parametrize("flag", ["--episodes", "--ways", "--shots", "--queries"])
+def test_evaluate_refuses_a_count_of_zero(trained_run: tuple[Path, dict], data_env: Path, flag: str) -> None:
+    out, _ = trained_run
+    code, _, stderr = invoke("evaluate", str(out), flag, "0", "--no-progress")
+    assert code == 2 and f"{flag} must be a positive number, got 0" in _one_line(stderr)
+
+
+@pytest.fixture
+def plugin_scope() -> Iterator[None]:
+    """Normalizers and plugins a test registers are gone afterwards (they would leak into later tests)."""
+    from fewnorm.norms import REGISTRY
+    from fewnorm.norms.plugins import LOADED
+
+    names, loaded = set(REGISTRY.names()), dict(LOADED)
+    yield
+    for name in set(REGISTRY.names()) - names:
+        REGISTRY.unregister(name)
+    LOADED.clear()
+    LOADED.update(loaded)
+
+
+SHAPE_PLUGIN = """
+from torch import nn
+from fewnorm.norms import REGISTRY, register_norm
+class Half(nn.Module):
+    def forward(self, x):
+        return x[:, : x.shape[1] // 2]
+if 'halfnorm' not in REGISTRY:
+    @register_norm('halfnorm', summary='s', paper='p', statistics=('layer',))
+    def halfnorm(num_channels: int, /) -> nn.Module:
+        return Half()
+"""
+LAZY_PLUGIN = """
+from fewnorm.norms import REGISTRY, NormSpec
+if 'lazynorm' not in REGISTRY:
+    factory = 'no_such_module_xyz.layer:lazynorm'
+    REGISTRY.register(NormSpec(name='lazynorm', factory=factory, summary='s', paper='p'))
+"""
+
+
+@pytest.mark.usefixtures("plugin_scope")
+def test_plugin_that_changes_the_shape_is_refused_before_training(data_env: Path, tmp_path: Path) -> None:
+    plugin = tmp_path / "half_plugin.py"
+    plugin.write_text(SHAPE_PLUGIN)
+    code, _, stderr = invoke(
+        "train", "--plugin", str(plugin), "--norm", "halfnorm", *SHORT, "--out", str(tmp_path / "r")
+    )
+    assert code == 2
+    line = _one_line(stderr)
+    assert (
+        f"normalizer 'halfnorm' (from file:{plugin.resolve()}) returns (2, 32, 8, 8) for a (2, 64, 8, 8)"
+        in line
+    )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.usefixtures("plugin_scope")
+def test_plugin_that_fails_on_a_batch_is_refused_before_training(tmp_path: Path) -> None:
+    plugin = tmp_path / "broken_plugin.py"
+    plugin.write_text(SHAPE_PLUGIN.replace("halfnorm", "brokennorm").replace(
+        "return x[:, : x.shape[1] // 2]", "raise RuntimeError('boom\\nsecond line')"
+    ))  # fmt: skip
+    code, _, stderr = invoke(
+        "train", "--plugin", str(plugin), "--norm", "brokennorm", *SHORT, "--out", str(tmp_path / "r")
+    )
+    assert code == 2
+    assert "fails in a conv block on a (2, 1, 8, 8) batch: RuntimeError: boom second line" in _one_line(
+        stderr
+    )
+
+
+@pytest.mark.usefixtures("plugin_scope")
+def test_plugin_whose_lazy_factory_module_is_missing_is_one_line(tmp_path: Path) -> None:
+    plugin = tmp_path / "lazy_plugin.py"
+    plugin.write_text(LAZY_PLUGIN)
+    code, _, stderr = invoke(
+        "train", "--plugin", str(plugin), "--norm", "lazynorm", "--out", str(tmp_path / "r")
+    )
+    assert code == 2
+    line = _one_line(stderr)
+    assert "normalizer 'lazynorm'" in line and "'no_such_module_xyz.layer:lazynorm' cannot be loaded" in line
+    code, _, stderr = invoke("norms", "show", "lazynorm")
+    assert code == 2 and "cannot be loaded" in _one_line(stderr)
+
+
+@pytest.mark.usefixtures("plugin_scope")
+def test_a_run_of_a_plugin_normalizer_names_the_plugin_to_pass(data_env: Path, tmp_path: Path) -> None:
+    from fewnorm.norms import REGISTRY
+
+    plugin = tmp_path / "pluginnorm_plugin.py"
+    plugin.write_text(
+        "from torch import nn\n"
+        "from fewnorm.norms import REGISTRY, register_norm\n"
+        "if 'pluginnorm' not in REGISTRY:\n"
+        "    @register_norm('pluginnorm', summary='s', paper='p', statistics=('layer',))\n"
+        "    def pluginnorm(num_channels: int, /) -> nn.Module:\n"
+        "        return nn.GroupNorm(1, num_channels)\n"
+    )
+    out = tmp_path / "run"
+    code, _, stderr = invoke(
+        "train", "--plugin", str(plugin), "--norm", "pluginnorm", *SHORT, "--out", str(out), "--json"
+    )
+    assert code == 0, stderr
+    versions = json.loads((out / "versions.json").read_text())
+    assert versions["norm_source"] == f"file:{plugin.resolve()}"
+    stopped = tmp_path / "stopped"  # the same run, killed before its first checkpoint
+    stopped.mkdir()
+    for name in ("config.yaml", "versions.json"):
+        (stopped / name).write_bytes((out / name).read_bytes())
+    REGISTRY.unregister("pluginnorm")  # a new process: the plugin is not loaded
+    try:
+        expected = (
+            f"normalizer 'pluginnorm' from plugin '{plugin.resolve()}', which is not loaded; "
+            f"pass --plugin {plugin.resolve()}"
+        )
+        code, _, stderr = invoke("evaluate", str(out), "--no-progress")
+        assert code == 2 and f"error: run '{out}' was trained with {expected}" == _one_line(stderr)
+        code, _, stderr = invoke("evaluate", str(out / "best.pt"), "--no-progress")
+        assert code == 2 and expected in _one_line(stderr)
+        code, _, stderr = invoke("train", "--resume", str(stopped))
+        assert code == 2 and expected in _one_line(stderr)
+        plugin.rename(tmp_path / "moved.py")
+        code, _, stderr = invoke("evaluate", str(out), "--no-progress")
+        assert code == 2 and "(that file is no longer there: pass its new location)" in _one_line(stderr)
+        code, _, stderr = invoke(
+            "evaluate", str(out), "--plugin", str(tmp_path / "moved.py"), "--no-progress"
+        )
+        assert code == 0, stderr
+        code, _, stderr = invoke("train", "--resume", str(stopped), "--plugin", str(tmp_path / "moved.py"))
+        assert code == 2 and "rerunning the same command starts it afresh" in _one_line(stderr)
+    finally:
+        if "pluginnorm" in REGISTRY:  # plugin_scope would not know it had been there
+            REGISTRY.unregister("pluginnorm")

@@ -131,6 +131,32 @@ def _training_rank(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+def _refused_rank(rank: int, port: int, out: str) -> None:
+    """Both ranks train into a finished run and into one another process owns: both are refused."""
+    import torch.distributed as dist
+
+    from fewnorm.errors import FewnormError
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    loop.load_split = _synthetic  # type: ignore[assignment]  # this process is thrown away
+    for name in ("finished", "owned"):
+        try:
+            loop.train(_world(TRAIN, 2), Path(out) / name)
+        except FewnormError as exc:
+            (Path(out) / f"{name}{rank}.txt").write_text(str(exc))
+    dist.destroy_process_group()
+
+
+def test_rank_zeros_refusal_reaches_every_rank_of_a_caller_made_group(tmp_path: Path) -> None:
+    (tmp_path / "finished").mkdir()
+    (tmp_path / "finished" / "summary.json").write_text('{"partial": false}')
+    with runs.RunDir(tmp_path / "owned").lock():  # this process owns it
+        _two_ranks(_refused_rank, tmp_path)  # a rank waiting on rank 0 would fail this in 180 s
+    for rank in (0, 1):
+        assert "already holds a finished run" in (tmp_path / f"finished{rank}.txt").read_text()
+        assert "is in use by another fewnorm process" in (tmp_path / f"owned{rank}.txt").read_text()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

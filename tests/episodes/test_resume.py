@@ -298,3 +298,105 @@ def _config_file(tmp_path: Path) -> Path:
     path = tmp_path / "extra.yaml"
     path.write_text("lr_halve_every: 3\n")
     return path
+
+
+def test_killed_before_the_first_checkpoint_says_rerunning_starts_afresh(
+    reference: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError):  # a kill before the first validation: no last.pt
+        loop.train(CONFIG, run, on_episode=_stop_at(1, RuntimeError))
+    assert not (run / runs.LAST).exists()
+    with pytest.raises(FewnormError) as refused:
+        loop.train(CONFIG, run, resume=True)
+    message = str(refused.value)
+    assert "stopped before its first checkpoint" in message
+    assert "rerunning the same command starts it afresh: `fewnorm train " in message  # plugins loaded
+    assert message.endswith(f"--config {run}/config.yaml --out {run}`")  # in this process: in between
+    loop.train(CONFIG, run)  # the same command again: accepted, and the same numbers
+    assert _numbers(run) == _numbers(reference)
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])
+def test_disk_full_at_a_checkpoint_says_what_survived_and_how_to_go_on(
+    reference: Path, tmp_path: Path, failing_write: int
+) -> None:
+    import errno
+
+    from fewnorm.errors import RunWriteError
+
+    run = tmp_path / "run"
+    real_replace = os.replace
+    writes = {"last": 0}
+
+    def replace(src: str, dst: str) -> None:
+        if str(dst).endswith(runs.LAST):
+            writes["last"] += 1
+            if writes["last"] == failing_write:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(src, dst)
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(os, "replace", replace)
+        with pytest.raises(RunWriteError) as failed:
+            loop.train(CONFIG, run)
+    message = str(failed.value)
+    assert message.startswith(f"cannot write '{run / runs.LAST}': No space left on device; ")
+    if failing_write == 1:
+        assert "no checkpoint had been written yet" in message
+        assert "rerun the same command: `fewnorm train " in message
+        assert message.endswith(f"--config {run}/config.yaml --out {run}`")
+        loop.train(CONFIG, run)
+    else:
+        assert f"the previous checkpoint '{run / runs.LAST}' is intact" in message
+        assert message.endswith(f"resume with `fewnorm train --resume {run}`")
+        assert torch.load(run / runs.LAST, weights_only=True)["episode"] == 2
+        loop.train(CONFIG, run, resume=True)
+    assert _numbers(run) == _numbers(reference)
+    assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_loss_that_grows_by_orders_of_magnitude_is_divergence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fewnorm.episodes.algorithms import ProtoNet
+    from fewnorm.episodes.protonet import StepResult
+
+    calls = {"n": 0}
+
+    def exploding(self: ProtoNet, *args: Any) -> StepResult:  # finite, as --lr 1e6 gives
+        calls["n"] += 1
+        return StepResult(1.6 * 100.0 ** (calls["n"] - 1), 0.2)
+
+    monkeypatch.setattr(ProtoNet, "train_step", exploding)
+    config = CONFIG.model_copy(update={"lr_halve_every": 0})  # no optimizer steps: no scheduler
+    with pytest.raises(
+        FewnormError,
+        match=r"episode 3 with normalizer 'batchnorm' "
+        r"\(loss 5.39e\+03 over the last 3 steps, 3.4e\+03x the first step's 1.6\)",
+    ):
+        loop.train(config, tmp_path / "run")
+    assert run_status(tmp_path / "run") == "diverged"
+
+
+@pytest.mark.parametrize(
+    ("losses", "diverged"),
+    [
+        ([2.0, 1.5, 900.0], False),  # below the floor
+        ([1e-4, 0.5, 5.0, 9.0], False),  # orders of magnitude above a tiny first loss, yet small
+        ([2.0] + [1.9] * 20 + [3e4], True),  # one step of 3e4 lifts the window's mean to 3e3
+        ([2.0, float("nan")], True),
+    ],
+)
+def test_divergence_rule(losses: list[float], diverged: bool) -> None:
+    state = loop.TrainState()
+    verdicts = [loop._divergence(state, loss) for loss in losses]
+    assert all(v is None for v in verdicts[:-1])
+    assert (verdicts[-1] is not None) is diverged
+    assert len(state.recent_losses) <= loop.GROWTH_WINDOW
+
+
+def test_real_divergence_at_a_huge_learning_rate(tmp_path: Path) -> None:
+    with pytest.raises(FewnormError, match=r"x the first step's"):
+        loop.train(CONFIG.model_copy(update={"lr": 1e6}), tmp_path / "run")
+    assert run_status(tmp_path / "run") == "diverged"
