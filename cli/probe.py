@@ -98,8 +98,9 @@ def _run(base: Any, entries: list[Any], trained: dict[str, Any] | None, seeds: r
     """Label -> per-layer stats averaged over ``seeds``; the trained checkpoint last."""
     import torch
 
+    from fewnorm.data import load_split
     from fewnorm.episodes.algorithms import build_embedding
-    from fewnorm.episodes.loop import load_split
+    from fewnorm.episodes.protonet import protonet_loss
     from fewnorm.episodes.sampler import EpisodeSampler
     from fewnorm.norms import NormKind, get_norm
     from fewnorm.probe import average_stats, norm_layers, normalizer_type, probe_model
@@ -119,7 +120,7 @@ def _run(base: Any, entries: list[Any], trained: dict[str, Any] | None, seeds: r
             if state is not None:
                 model.load_state_dict(state)
             layers = norm_layers(model, kind, owns_conv=owns_conv)
-            runs.append(probe_model(model, layers, episode, owns_conv=owns_conv))
+            runs.append(probe_model(model, layers, episode, owns_conv=owns_conv, loss=protonet_loss))
         return average_stats(runs)
 
     series = {}

@@ -15,10 +15,10 @@ from torch import nn
 
 from fewnorm.backbones import build_backbone
 from fewnorm.config import RunConfig
+from fewnorm.episode import Episode, StepResult
 from fewnorm.episodes.heads import build_classifier, canonical_head, image_size
 from fewnorm.episodes.maml import InnerLoop, maml_evaluate, maml_evaluate_many, maml_train_step
-from fewnorm.episodes.protonet import StepResult, protonet_evaluate, protonet_loss, protonet_train_step
-from fewnorm.episodes.sampler import Episode
+from fewnorm.episodes.protonet import protonet_evaluate, protonet_loss, protonet_train_step
 from fewnorm.errors import ConfigError
 from fewnorm.names import normalize_name, unknown_name
 from fewnorm.norms import get_norm

@@ -28,11 +28,11 @@ from fewnorm.config import RunConfig, validate_config
 from fewnorm.data.lake import LakeRun, default_runs_path, load_runs
 from fewnorm.data.registry import VINYALS, canonical_dataset
 from fewnorm.data.splitfile import EVALUATION_ALPHABETS, read_split_files
+from fewnorm.episode import Episode
 from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.loop import resolve_device
 from fewnorm.episodes.protonet import protonet_logits
 from fewnorm.episodes.reinit import MAML_FAMILY, HeadProtocol, TaskScorer, head_protocol, scoring_algorithm
-from fewnorm.episodes.sampler import Episode
 from fewnorm.errors import ConfigError, DataError, UnknownNameError
 from fewnorm.names import normalize_name
 from fewnorm.runs import load_checkpoint

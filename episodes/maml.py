@@ -48,9 +48,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fewnorm.episode import Episode, StepResult
 from fewnorm.episodes.passes import query_pass
-from fewnorm.episodes.protonet import StepResult
-from fewnorm.episodes.sampler import Episode
 from fewnorm.episodes.vectorized import vectorize_blocker, vectorized_task_losses
 from fewnorm.errors import ConfigError
 from fewnorm.norms import norm_phase, task_scope

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewnorm.episodes.sampler import Episode
+from fewnorm.episode import Episode, StepResult
 from fewnorm.norms import norm_phase, task_scope
 
-
-@dataclass(frozen=True)
-class StepResult:
-    loss: float
-    accuracy: float
+__all__ = ["StepResult", "protonet_evaluate", "protonet_loss", "protonet_train_step", "prototypes"]
 
 
 def prototypes(z_support: Tensor, labels: Tensor, ways: int) -> Tensor:

@@ -42,11 +42,11 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.config import RunConfig
+from fewnorm.episode import Episode
 from fewnorm.episodes.algorithms import MAML, get_algorithm
 from fewnorm.episodes.heads import FewShotClassifier, canonical_head
 from fewnorm.episodes.maml import maml_evaluate
 from fewnorm.episodes.protonet import prototypes
-from fewnorm.episodes.sampler import Episode
 from fewnorm.errors import ConfigError
 from fewnorm.names import normalize_name, unknown_name
 from fewnorm.norms import norm_phase, task_scope

@@ -1,46 +1,23 @@
-"""N-way K-shot Q-query episodes drawn from an in-memory image store, one gather each."""
+"""N-way K-shot Q-query episodes drawn from an in-memory image store, one gather each.
+
+:class:`~fewnorm.episode.Episode` lives in the core; it is re-exported here.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from fewnorm.data.store import ImageStore
+from fewnorm.episode import Episode
 from fewnorm.errors import ConfigError
 
 #: Stores up to this size as float32 are converted once per sampler (omniglot-minimal: 27 MB)
 #: rather than per episode: an episode is then one row gather, its cheapest form.
 FLOAT_CACHE_BYTES = 512 * 2**20
 
-
-@dataclass(frozen=True)
-class Episode:
-    """One task. Images are float in [0, 1]; labels are 0..ways-1, grouped by class.
-
-    A sampler hands every episode the same two label tensors: treat them as read-only.
-    """
-
-    support: Tensor  # (ways*shots, C, H, W)
-    support_labels: Tensor  # (ways*shots,)
-    query: Tensor  # (ways*queries, C, H, W)
-    query_labels: Tensor  # (ways*queries,)
-    ways: int
-    shots: int
-    queries: int
-
-    def to(self, device: torch.device | str) -> Episode:
-        return Episode(
-            self.support.to(device, non_blocking=True),
-            self.support_labels.to(device, non_blocking=True),
-            self.query.to(device, non_blocking=True),
-            self.query_labels.to(device, non_blocking=True),
-            self.ways,
-            self.shots,
-            self.queries,
-        )
+__all__ = ["FLOAT_CACHE_BYTES", "Episode", "EpisodeSampler"]
 
 
 class EpisodeSampler:

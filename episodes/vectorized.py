@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from fewnorm.episode import Episode
 from fewnorm.episodes.passes import query_pass
-from fewnorm.episodes.sampler import Episode
 from fewnorm.norms import norm_phase, task_scope, vectorized_tasks
 
 Tensors = dict[str, Tensor]

@@ -33,8 +33,7 @@ from fewnorm.runs import RunDir
 
 if TYPE_CHECKING:
     from fewnorm.config import RunConfig
-    from fewnorm.episodes.protonet import StepResult
-    from fewnorm.episodes.sampler import Episode, EpisodeSampler
+    from fewnorm.episode import Episode, EpisodeSource, StepResult
 
 
 def task_seed(seed: int, step: int, task: int) -> int:
@@ -151,7 +150,7 @@ class Group:
             return RunDir(path)
         return LeaderRunDir(path) if self.rank == 0 else FollowerRunDir(path)
 
-    def step_tasks(self, sampler: EpisodeSampler, config: RunConfig, step: int) -> list[Episode]:
+    def step_tasks(self, sampler: EpisodeSource, config: RunConfig, step: int) -> list[Episode]:
         """This rank's share of step ``step``'s tasks; task ``j`` drawn (and augmented) from its seed.
 
         Also reseeds torch's RNG from ``(seed, step, rank)``, so DropBlock masks

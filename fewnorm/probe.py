@@ -23,7 +23,7 @@ The metric functions are pure (tensor in, float out); :func:`probe_model` hooks 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -108,14 +108,22 @@ def normalizer_type(norm: str, options: Mapping[str, Any], in_channels: int, hid
     return type(block[0] if get_norm(norm).kind is NormKind.CONV else block[1])
 
 
-def probe_model(
-    model: nn.Module, layers: Sequence[tuple[str, nn.Module]], episode: Any, *, owns_conv: bool
-) -> list[LayerStats]:
-    """Forward and backward the ProtoNet loss of ``episode`` through ``model`` (train mode) and
-    measure every layer in ``layers``; ``owns_conv`` for ``conv``-kind normalizers (see above).
-    The model's parameters get gradients; nothing else changes but training-mode buffers."""
-    from fewnorm.episodes.protonet import protonet_loss
+#: An episode's loss through a model: ``loss(model, episode) -> (loss, accuracy)``, such as
+#: :func:`fewnorm.episodes.protonet.protonet_loss` (passed in: the core never imports the pipelines).
+EpisodeLoss = Callable[[nn.Module, Any], tuple[Tensor, Tensor]]
 
+
+def probe_model(
+    model: nn.Module,
+    layers: Sequence[tuple[str, nn.Module]],
+    episode: Any,
+    *,
+    owns_conv: bool,
+    loss: EpisodeLoss,
+) -> list[LayerStats]:
+    """Forward and backward ``loss`` of ``episode`` through ``model`` (train mode) and measure
+    every layer in ``layers``; ``owns_conv`` for ``conv``-kind normalizers (see above).
+    The model's parameters get gradients; nothing else changes but training-mode buffers."""
     if not layers:
         raise ConfigError("the model has no normalization layers to probe")
     outputs: list[list[Tensor]] = [[] for _ in layers]
@@ -135,8 +143,8 @@ def probe_model(
     try:
         model.train()
         model.zero_grad(set_to_none=True)
-        loss, _ = protonet_loss(model, episode)
-        loss.backward()
+        value, _ = loss(model, episode)
+        value.backward()
     finally:
         for handle in handles:
             handle.remove()

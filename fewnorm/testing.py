@@ -316,38 +316,16 @@ class _Kit:
         """Declared ``vmap=True``: vectorized MAML meta-gradients equal the per-task loop's (float64)."""
         if not self.spec.vmap:
             return  # such normalizers run the per-task loop
-        from fewnorm.episodes.heads import FewShotClassifier
-        from fewnorm.episodes.maml import InnerLoop, maml_train_step
-        from fewnorm.episodes.sampler import Episode
+        from fewnorm.testing_vmap import vmap_mismatch
 
-        # A conv before the normalizer: the bug this catches is in the gradient w.r.t. its input.
-        conv = nn.Conv2d(self.in_channels, self.in_channels, 3, padding=1).double()
-        norm = self.build(torch.float64)
-        embedding = nn.Sequential(conv, norm, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        model = FewShotClassifier(embedding, nn.Linear(self.channels, 3).double())
-        g = torch.Generator().manual_seed(self.seed)
-
-        def images(n: int) -> Tensor:  # (n, C, 6, 6), different for every task
-            return torch.randn(n, self.in_channels, 6, 6, generator=g, dtype=torch.float64) * 2 + 0.5
-
-        labels = torch.arange(3)
-        episodes = [Episode(images(3), labels, images(6), labels.repeat(2), 3, 1, 2) for _ in range(3)]
-        grads = []
-        for vectorize in (False, True):
-            clone = copy.deepcopy(model)
-            loop = InnerLoop(lr=0.3, steps=2, vectorize=vectorize)
-            maml_train_step(clone, torch.optim.SGD(clone.parameters(), lr=0.0), episodes, loop)
-            grads.append([p.grad for p in clone.parameters()])
-        for (key, _), a, b in zip(model.named_parameters(), *grads, strict=True):
-            if (a is None) != (b is None) or (
-                a is not None and not torch.allclose(a, b, rtol=1e-5, atol=1e-10)
-            ):
-                raise _fail(
-                    "vmap",
-                    self.spec.name,
-                    f"vectorized meta-gradient of '{key}' differs from the per-task loop's; "
-                    "register without vmap=True (or avoid fused norm kernels under in_vectorized_tasks())",
-                )
+        key = vmap_mismatch(self.build(torch.float64), self.in_channels, self.channels, self.seed)
+        if key is not None:
+            raise _fail(
+                "vmap",
+                self.spec.name,
+                f"vectorized meta-gradient of '{key}' differs from the per-task loop's; "
+                "register without vmap=True (or avoid fused norm kernels under in_vectorized_tasks())",
+            )
 
     def channels_last(self) -> None:
         """Any memory layout: NHWC input gives the NCHW output and input gradient (float64).

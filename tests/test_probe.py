@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fewnorm.backbones import Conv4
+from fewnorm.episodes.protonet import protonet_loss
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.probe import (
     LayerStats,
@@ -83,7 +84,7 @@ def test_hooks_measure_post_norm_activations_and_conv_gradients() -> None:
     model = Conv4(1, 6, "batchnorm")
     layers = norm_layers(model, normalizer_type("batchnorm", {}, 1, 6))
     assert [name for name, _ in layers] == [f"blocks.{i}.1" for i in range(4)]
-    stats = probe_model(model, layers, _episode(), owns_conv=False)
+    stats = probe_model(model, layers, _episode(), owns_conv=False, loss=protonet_loss)
     assert [s.layer for s in stats] == [0, 1, 2, 3]
     assert all(s.variance == pytest.approx(1.0, abs=0.02) for s in stats)  # BN standardizes per channel
 
@@ -101,7 +102,6 @@ def test_hooks_measure_post_norm_activations_and_conv_gradients() -> None:
 
     for i, block in enumerate(again.blocks):
         block[0].register_forward_hook(keep(i))
-    from fewnorm.episodes.protonet import protonet_loss
 
     again.train()
     protonet_loss(again, _episode())[0].backward()
@@ -115,7 +115,7 @@ def test_conv_kind_normalizers_are_probed_on_their_own_output() -> None:
     model = Conv4(1, 6, "patchnorm")
     layers = norm_layers(model, normalizer_type("patchnorm", {}, 1, 6), owns_conv=True)
     assert [name for name, _ in layers] == [f"blocks.{i}.0" for i in range(4)]
-    stats = probe_model(model, layers, _episode(), owns_conv=True)
+    stats = probe_model(model, layers, _episode(), owns_conv=True, loss=protonet_loss)
     assert all(s.grad_norm > 0 and math.isfinite(s.variance) for s in stats)
 
 
@@ -135,7 +135,9 @@ def _probe(norm: str, options: dict, store: object, seeds: range, hidden: int = 
         torch.manual_seed(seed)
         model = Conv4(1, hidden, norm, options)
         episode = sampler.sample(torch.Generator().manual_seed(seed))
-        runs.append(probe_model(model, norm_layers(model, kind), episode, owns_conv=False))
+        runs.append(
+            probe_model(model, norm_layers(model, kind), episode, owns_conv=False, loss=protonet_loss)
+        )
     return average_stats(runs)
 
 

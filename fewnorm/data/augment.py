@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from fewnorm.episodes.sampler import Episode
+    from fewnorm.episode import Episode
 
 #: ITU-R 601-2 luma weights, as torchvision's ``rgb_to_grayscale``.
 _LUMA = (0.299, 0.587, 0.114)

@@ -17,7 +17,7 @@ from fewnorm.norms.phase import (
     task_store,
     vectorized_tasks,
 )
-from fewnorm.norms.plugins import load_plugin
+from fewnorm.norms.plugins import load_entry_points, load_plugin
 from fewnorm.norms.registry import (
     REGISTRY,
     NormRegistry,
@@ -29,6 +29,7 @@ from fewnorm.norms.registry import (
 from fewnorm.norms.spec import NormKind, NormOption, NormSpec
 
 register_builtins(REGISTRY)
+REGISTRY.discoverer = load_entry_points  # injected: the registry never imports its plugin loaders
 
 __all__ = [
     "REGISTRY",

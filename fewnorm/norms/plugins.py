@@ -17,7 +17,8 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from fewnorm.errors import PluginError, UnknownNameError
-from fewnorm.norms.registry import REGISTRY, NameTakenError, NormRegistry, _current_source
+from fewnorm.norms.registry import REGISTRY, NameTakenError, NormRegistry
+from fewnorm.norms.source import PLUGIN_SOURCE
 
 ENTRY_POINT_GROUP = "fewnorm.norms"
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def load_entry_points(registry: NormRegistry = REGISTRY) -> None:
     """Load every ``fewnorm.norms`` entry point, sorted by name; record failures."""
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
         source = _dist_label(ep)
-        token = _current_source.set(source)
+        token = PLUGIN_SOURCE.set(source)
         try:
             obj = ep.load()
             if callable(obj) and not isinstance(obj, type):
@@ -61,7 +62,7 @@ def load_entry_points(registry: NormRegistry = REGISTRY) -> None:
                 stacklevel=2,
             )
         finally:
-            _current_source.reset(token)
+            PLUGIN_SOURCE.reset(token)
 
 
 def load_plugin(target: str, registry: NormRegistry = REGISTRY) -> None:
@@ -78,7 +79,7 @@ def load_plugin(target: str, registry: NormRegistry = REGISTRY) -> None:
     if source in LOADED.values():
         return
     registry.discover()
-    token = _current_source.set(source)
+    token = PLUGIN_SOURCE.set(source)
     try:
         if is_file:
             if not path.is_file():
@@ -92,7 +93,7 @@ def load_plugin(target: str, registry: NormRegistry = REGISTRY) -> None:
             spec.loader.exec_module(module)
         else:
             importlib.import_module(target)
-        LOADED[target] = _current_source.get() or target
+        LOADED[target] = PLUGIN_SOURCE.get() or target
     except PluginError:
         raise
     except NameTakenError as exc:
@@ -107,7 +108,7 @@ def load_plugin(target: str, registry: NormRegistry = REGISTRY) -> None:
     except Exception as exc:
         raise PluginError(f"plugin '{target}' failed: {type(exc).__name__}: {exc}") from None
     finally:
-        _current_source.reset(token)
+        PLUGIN_SOURCE.reset(token)
     log.debug("loaded plugin %s", target)
 
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextvars
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from fewnorm.names import normalize_name, unknown_name
+from fewnorm.norms.source import PLUGIN_SOURCE
 from fewnorm.norms.spec import NormKind, NormSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The plugin being loaded, so that its registrations record where they came from.
-_current_source: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "fewnorm_plugin_source", default=None
-)
+#: A registry's entry-point discovery: called once with the registry, before the first lookup.
+Discoverer = Callable[["NormRegistry"], None]
 
 
 class NameTakenError(ValueError):
@@ -26,17 +24,20 @@ class NormRegistry:
     """Normalizer specs by normalized name and alias.
 
     Built-ins are registered on construction of the global registry; entry-point
-    plugins are discovered the first time a name is looked up or listed.
+    plugins are discovered the first time a name is looked up or listed, by the
+    ``discoverer`` injected at construction (``fewnorm.norms`` gives the global registry
+    :func:`fewnorm.norms.plugins.load_entry_points`); without one there is nothing to discover.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, discoverer: Discoverer | None = None) -> None:
         self._specs: dict[str, NormSpec] = {}
         self._keys: dict[str, str] = {}  # normalized name or alias -> canonical name
         self._discovered = False
+        self.discoverer = discoverer
 
     def register(self, spec: NormSpec, *, replace: bool = False) -> NormSpec:
         """Add ``spec``; a name or alias that is taken is rejected unless ``replace``."""
-        source = _current_source.get()
+        source = PLUGIN_SOURCE.get()
         if source is not None and spec.source == "fewnorm":
             spec = _with_source(spec, source)
         keys = [normalize_name(n) for n in (spec.name, *spec.aliases)]
@@ -86,9 +87,8 @@ class NormRegistry:
         self._discovered = True
         if os.environ.get("FEWNORM_DISABLE_PLUGIN_AUTOLOAD", "").strip() not in ("", "0"):
             return
-        from fewnorm.norms.plugins import load_entry_points
-
-        load_entry_points()
+        if self.discoverer is not None:
+            self.discoverer(self)
 
 
 def _with_source(spec: NormSpec, source: str) -> NormSpec:
