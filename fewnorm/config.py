@@ -169,6 +169,7 @@ class RunConfig(BaseModel):
     @classmethod
     def _algorithm_defaults(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
+            data = _canonical_algo(data)
             algo = data.get("algo", "protonet")
             defaults = ALGORITHM_DEFAULTS.get(algo, {}) if isinstance(algo, str) else {}
             return {**defaults, **data}
@@ -183,6 +184,7 @@ class RunConfig(BaseModel):
         if info.context == _KEYS_ONLY or not isinstance(data, Mapping):
             return data
         options = data.get("norm_options") or {}
+        data = _canonical_algo(data)
         norm, algo = data.get("norm", "batchnorm"), data.get("algo", "protonet")
         if not isinstance(options, Mapping) or "mode" in options or not isinstance(norm, str):
             return data
@@ -365,6 +367,19 @@ def resolve_config(file: Path | None = None, overrides: Mapping[str, Any] | None
         # Other split files, or another dataset: what the file recorded of its split files goes.
         values = {k: v for k, v in values.items() if k not in ("split_file", "split_classes")}
     return validate_config(values | given, "options")
+
+
+def _canonical_algo(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with ``algo`` as its canonical name (case, ``-``, ``_`` ignored as for every name)."""
+    from fewnorm.names import normalize_name
+
+    algo = data.get("algo")
+    if not isinstance(algo, str):
+        return data
+    for known in ALGORITHMS:
+        if normalize_name(known) == normalize_name(algo):
+            return {**data, "algo": known}
+    return data
 
 
 def _is_vinyals(dataset: Any) -> bool:

@@ -146,3 +146,10 @@ def test_another_dataset_drops_inherited_split_files(tmp_path: Path) -> None:
     assert other.split_file is None and other.split_classes is None
     again = resolve_config(file, {})
     assert again == saved  # recorded classes kept, not re-read
+
+
+def test_algorithm_names_ignore_case_and_separators_as_every_name_does() -> None:
+    config = RunConfig.model_validate({"algo": "FO-MAML", "norm": "swbn"})
+    assert config.algo == "fomaml"
+    assert config.episodes == 8000  # the MAML family's defaults, found under the canonical name
+    assert config.norm_options["mode"] == "transductive"
