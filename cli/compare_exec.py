@@ -46,7 +46,7 @@ class Task:
 def preflight(sweep: Sweep) -> None:
     """Fail in one line before any training: data present, episodes possible, models buildable."""
     from fewnorm.cli.train import _check_norm
-    from fewnorm.config import RunConfig
+    from fewnorm.config import RunConfig, validate_config
     from fewnorm.episodes.loop import build_model, check_new_run, load_split, resolve_device  # train()'s
     from fewnorm.episodes.sampler import EpisodeSampler
 
@@ -59,7 +59,11 @@ def preflight(sweep: Sweep) -> None:
     for split in ("val", "test"):
         EpisodeSampler(stores[split], c.ways, c.shots, c.queries, split=split)
     for entry in sweep.norms:
-        config = _check_norm(c.model_copy(update={"norm": entry.norm, "norm_options": entry.options}), {})
+        # validated as each run's own config is, so that it gets the mode its run will use
+        entry_config = validate_config(
+            c.model_dump() | {"norm": entry.norm, "norm_options": entry.options}, "sweep"
+        )
+        config = _check_norm(entry_config, {})
         build_model(config, stores["train"].image_shape[0])
 
 

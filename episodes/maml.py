@@ -96,7 +96,10 @@ def write_learned_state(model: nn.Module, finals: Sequence[Tensors]) -> None:
     """Set each learned buffer named in ``finals`` to the mean of the tasks' final values.
 
     Every task started from the model's value, so this is one step along the tasks'
-    mean update; with one task it is that task's final value exactly.
+    mean update; with one task it is that task's final value exactly. Called before the
+    optimizer step: in a process group (:mod:`fewnorm.distributed`) the pre-step hook then
+    gives every rank rank 0's buffers, learned state included, so replicas never drift
+    (the state learns from rank 0's share of each step's tasks).
     """
     if not finals or not finals[0]:
         return
@@ -239,8 +242,8 @@ def maml_train_step(
             chunk_losses.append(losses.detach())
             chunk_accuracies.append(accuracies)
             finals += [{k: v[i] for k, v in states.items()} for i in range(len(chunk))]
+        write_learned_state(model, finals)  # before the step: a process group's pre-step hook syncs it
         optimizer.step()
-        write_learned_state(model, finals)
         return StepResult(float(torch.cat(chunk_losses).mean()), float(torch.cat(chunk_accuracies).mean()))
     loss_values, accuracy_values = [], []
     for episode in episodes:
@@ -250,8 +253,8 @@ def maml_train_step(
         loss_values.append(loss.item())
         accuracy_values.append(accuracy.item())
         finals.append({k: buffers[k] for k in learned})
+    write_learned_state(model, finals)  # before the step: a process group's pre-step hook syncs it
     optimizer.step()
-    write_learned_state(model, finals)
     return StepResult(sum(loss_values) / len(loss_values), sum(accuracy_values) / len(accuracy_values))
 
 

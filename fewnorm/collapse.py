@@ -10,10 +10,10 @@ such runs instead of ranking them.
 
 Rules (``ways``-way episodes, chance ``1/ways``):
 
-- *one class*: every test episode scores exactly chance, what a model that predicts
-  one class for every query scores on balanced queries;
-- *near chance*: mean test accuracy less than :data:`NEAR_CHANCE` above chance while
-  the last training accuracy lies more than :data:`LEARNED` above it.
+- *one class*: every test episode (at least :data:`ONE_CLASS_EPISODES`) scores exactly
+  chance, what a model that predicts one class for every query scores on balanced queries;
+- *near chance*: mean test accuracy below chance, or less than :data:`NEAR_CHANCE` above
+  it, while the last training accuracy lies more than :data:`LEARNED` above chance.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import Any
 NEAR_CHANCE = 0.10
 #: Training accuracy this far above chance shows that the model learned.
 LEARNED = 0.30
+#: Fewest test episodes for "one class": a few episodes at exactly chance can be luck.
+ONE_CLASS_EPISODES = 10
 MAML_FAMILY = ("maml", "fomaml", "anil")
 
 
@@ -54,12 +56,19 @@ def diagnose(
         return None
     chance = 1.0 / ways
     mean = sum(test_accuracies) / len(test_accuracies)
-    if all(abs(a - chance) < 1e-6 for a in test_accuracies):  # float32 accuracies
+    exact = all(abs(a - chance) < 1e-6 for a in test_accuracies)  # float32 accuracies
+    learned = train_accuracy is not None and train_accuracy - chance > LEARNED
+    if exact and len(test_accuracies) >= ONE_CLASS_EPISODES:
         reason = (
             f"every one of the {len(test_accuracies)} test episodes scores exactly chance "
             f"({chance:.1%}): the model predicts one class"
         )
-    elif mean - chance < NEAR_CHANCE and train_accuracy is not None and train_accuracy - chance > LEARNED:
+    elif mean < chance and learned:
+        reason = (
+            f"test accuracy {mean:.1%} is below chance ({chance:.1%}) while training accuracy is "
+            f"{train_accuracy:.1%}"
+        )
+    elif mean - chance < NEAR_CHANCE and learned:
         reason = (
             f"test accuracy {mean:.1%} is within {NEAR_CHANCE:.0%} of chance ({chance:.1%}) while "
             f"training accuracy is {train_accuracy:.1%}"
@@ -73,7 +82,8 @@ def diagnose(
 def _likely_cause(config: Mapping[str, Any]) -> tuple[str, str]:
     algo = str(config.get("algo", ""))
     norm = str(config.get("norm", ""))
-    mode = (config.get("norm_options") or {}).get("mode")
+    options = config.get("norm_options") or {}
+    mode = options.get("mode") if "mode" in options else _factory_mode(norm)
     if algo in MAML_FAMILY and mode == "running":
         return (
             f"{norm} in running mode under {algo}: evaluation normalizes with running averages that "
@@ -95,6 +105,18 @@ def _likely_cause(config: Mapping[str, Any]) -> tuple[str, str]:
         "or a learning rate that broke the model late)",
         "a lower --lr, fewer --episodes, or another normalizer; see docs/maml.md",
     )
+
+
+def _factory_mode(norm: str) -> str | None:
+    """The mode a run that recorded none ran in (runs written before modes were recorded)."""
+    from fewnorm.errors import FewnormError
+    from fewnorm.norms import get_norm
+
+    try:
+        modes = get_norm(norm).modes
+    except FewnormError:
+        return None
+    return modes[0] if modes else None
 
 
 def last_train_accuracy(records: Sequence[Mapping[str, Any]]) -> float | None:

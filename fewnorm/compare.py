@@ -471,7 +471,7 @@ def write_results(out: Path, sweep: Sweep, rows: Sequence[Row], results: Sequenc
 
     records = [row_record(r) for r in rows]
     runs = [
-        {"label": r.label, "seed": r.seed, "status": r.status, "message": r.message,
+        {"label": r.label, "seed": r.seed, "status": r.status, "message": r.message, "collapse": r.collapse,
          "accuracy": mean_ci95(r.test_accuracies).mean if r.test_accuracies else None}
         for r in results
     ]  # fmt: skip

@@ -183,7 +183,7 @@ class RunConfig(BaseModel):
         # is left for the normalizer check to report.
         if info.context == _KEYS_ONLY or not isinstance(data, Mapping):
             return data
-        options = data.get("norm_options") or {}
+        options = data.get("norm_options", {})
         data = _canonical_algo(data)
         norm, algo = data.get("norm", "batchnorm"), data.get("algo", "protonet")
         if not isinstance(options, Mapping) or "mode" in options or not isinstance(norm, str):

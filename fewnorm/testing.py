@@ -299,8 +299,9 @@ class _Kit:
         """Rule 6: batch statistics come with declared few-shot modes that behave as named."""
         from fewnorm.testing_modes import check_modes
 
-        def build(mode: str) -> nn.Module:
-            saved, self.options = self.options, {**self.options, "mode": mode}
+        def build(mode: str | None) -> nn.Module:
+            saved = self.options
+            self.options = self.options if mode is None else {**self.options, "mode": mode}
             try:
                 return self.build(torch.float64)
             finally:

@@ -1,7 +1,8 @@
 """The conformance kit's few-shot rule: a normalizer with batch statistics declares its modes.
 
 Rule 6 of the normalizer contract (``fewnorm.testing.check_normalizer``, check ``modes``):
-a normalizer whose ``NormSpec.statistics`` include ``batch`` declares ``NormSpec.modes``
+a normalizer that keeps batch statistics (its training output mixes the samples of a
+batch, or it keeps running statistics in buffers) declares ``NormSpec.modes``
 (a subset of :data:`fewnorm.norms.fewshot.MODES`, the factory's default first) and takes a
 ``mode`` option, and each declared mode behaves as its name says, in evaluation mode:
 
@@ -29,11 +30,13 @@ Fail = Callable[[str], AssertionError]
 def check_modes(spec: NormSpec, build: Build, images: Callable[[int, int], Tensor], fail: Fail) -> None:
     """Raise ``fail(why)`` unless ``spec``'s few-shot modes are declared and behave as named.
 
-    ``build(mode=...)`` makes a float64 module, ``images(n, seed)`` a float64 input ``(n, C, H, W)``.
+    ``build(mode=...)`` makes a float64 module (``mode=None``: the factory's defaults),
+    ``images(n, seed)`` a float64 input ``(n, C, H, W)``. ``statistics`` defaults to ``batch``
+    in ``register_norm``, so what a normalizer without modes computes decides, not the label.
     """
-    if "batch" not in spec.statistics:
-        return
     if not spec.modes:
+        if "batch" not in spec.statistics or not _keeps_batch_statistics(spec, build(mode=None), images):
+            return
         raise fail(
             "uses batch statistics but declares no few-shot modes: register it with "
             "modes=(...) from fewnorm.norms.fewshot.MODES and a `mode` option, so that MAML runs "
@@ -42,10 +45,21 @@ def check_modes(spec: NormSpec, build: Build, images: Callable[[int, int], Tenso
     option = spec.options().get("mode")
     if option is None or option.default != spec.modes[0]:
         found = "no `mode` option" if option is None else f"`mode` defaults to {option.default!r}"
-        raise fail(f"declares modes {spec.modes}, but its factory has {found}; the first declared mode")
+        raise fail(
+            f"declares modes {spec.modes}, but its factory has {found}: it needs a `mode` option "
+            "whose default is the first declared mode"
+        )
     for mode in spec.modes:
         module = build(mode=mode).eval()
         _CHECKS[mode](spec, module, images, fail)
+
+
+def _keeps_batch_statistics(spec: NormSpec, module: nn.Module, images: Any) -> bool:
+    """Whether ``module`` mixes a batch's samples in training, or keeps running statistics."""
+    x = images(8, 6)
+    with torch.no_grad():
+        mixes = not torch.allclose(_alone(module.train(), x)[:3], _alone(module, x[:3]), atol=1e-9)
+    return mixes or bool(_statistics(spec, module))
 
 
 def _statistics(spec: NormSpec, module: nn.Module) -> list[Tensor]:

@@ -45,6 +45,16 @@ def test_global_buffers_are_named_as_the_cause() -> None:
     assert found is not None and "global buffers" in found.cause
 
 
+def test_below_chance_is_said_as_such_and_old_runs_get_their_factory_mode() -> None:
+    found = diagnose([0.05, 0.1, 0.08], 5, 0.9, {"algo": "maml", "norm": "swbn", "norm_options": {}})
+    assert found is not None and "below chance" in found.reason
+    assert "running mode under maml" in found.cause  # recorded no mode: ran swbn's factory default
+
+
+def test_a_few_episodes_at_chance_are_not_called_one_class() -> None:
+    assert diagnose([0.2] * 3, 5, None, MAML_SWBN) is None
+
+
 def test_real_results_are_not_flagged() -> None:
     assert diagnose([0.9, 0.85, 0.95], 5, 1.0, MAML_SWBN) is None
     assert diagnose([0.40, 0.38, 0.39], 5, 0.9, MAML_SWBN) is None  # weak (layernorm-like), not chance
@@ -87,10 +97,12 @@ def test_the_summary_says_collapsed_with_cause_and_advice() -> None:
     from fewnorm.episodes.loop import RunSummary
     from fewnorm.metrics import mean_ci95
 
-    found = diagnose([0.2] * 4, 5, 1.0, MAML_SWBN)
+    found = diagnose([0.2] * 12, 5, 1.0, MAML_SWBN)
     assert found is not None
     config = RunConfig(algo="maml", norm="swbn", norm_options={"mode": "running"}).model_dump()
-    summary = RunSummary(config, 0.3, 10, mean_ci95([0.2] * 4), 1, 1.0, 0.1, "r", [0.2] * 4, found.to_dict())
+    summary = RunSummary(
+        config, 0.3, 10, mean_ci95([0.2] * 12), 1, 1.0, 0.1, "r", [0.2] * 12, found.to_dict()
+    )
     assert summary.to_dict()["collapse"]["advice"].startswith("--norm-opt mode=transductive")
     from rich.console import Console
 
@@ -114,7 +126,7 @@ def test_evaluate_marks_a_checkpoint_that_scores_chance(tmp_path: Path) -> None:
             norm="groupnorm", hidden=8, episodes=2, val_every=2, val_episodes=2, test_episodes=2, train_ways=5
         )
         loop.train(config, tmp_path / "run")
-        mp.setattr(evaluation, "evaluate", lambda *args, **kwargs: [0.2] * 6)
+        mp.setattr(evaluation, "evaluate", lambda *args, **kwargs: [0.2] * 12)
         result = evaluation.evaluate_checkpoint(tmp_path / "run")
     finally:
         mp.undo()

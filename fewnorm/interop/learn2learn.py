@@ -11,8 +11,9 @@ Three pieces:
   not require grad, so every training-mode forward of a clone (running averages
   of BatchNorm, SWBN's whitening matrix ...) writes into the base model: the
   statistics of one task leak into the meta-model and into the next task.
-  fewnorm's default is the ``per_task`` buffer policy (each task gets copies,
-  dropped afterwards), so that is what this clone gives. :func:`preserved_buffers`
+  fewnorm's MAML gives each task copies of its buffers (``by_role`` keeps the
+  statistics per task, ``per_task`` everything), and this clone copies them all, as
+  ``--buffer-policy per_task`` does. :func:`preserved_buffers`
   is the alternative for code that keeps ``learner.clone()``: it snapshots the
   buffers and restores them when the task (forward *and* backward) is done;
 - :func:`adapt` runs learn2learn's inner loop with fewnorm's phase signal: each

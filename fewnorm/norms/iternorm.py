@@ -102,17 +102,20 @@ class IterNorm2d(nn.Module):
         self.register_buffer("running_whitening", eye.clone())  # (G, Cg, Cg)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C, H, W)
+        centred: list[Tensor] = []  # the batch's centred groups, reused below (one graph node)
+
         def batch() -> tuple[Tensor, Tensor]:
             mean = x.mean(dim=(0, 2, 3))  # (C,)
-            xc = to_groups(x - per_channel(mean), self.group_size)  # (G, Cg, m)
-            return mean, newton_schulz_whitening(xc, self.iterations, self.eps)  # (C,), (G, Cg, Cg)
+            centred.append(to_groups(x - per_channel(mean), self.group_size))  # (G, Cg, m)
+            return mean, newton_schulz_whitening(centred[0], self.iterations, self.eps)  # (C,), (G, Cg, Cg)
 
         (mean, whitening), from_batch = select_statistics(self, self.mode, batch, self._running)
         if self.training and from_batch:
             with torch.no_grad():
                 update_running_(self.running_mean, mean.detach(), self.momentum)
                 update_running_(self.running_whitening, whitening.detach(), self.momentum)
-        xc = to_groups(x - per_channel(mean), self.group_size)  # (G, Cg, m)
+        # (G, Cg, m): the batch's own, or centred with stored/running moments
+        xc = centred[0] if from_batch else to_groups(x - per_channel(mean), self.group_size)
         y = from_groups(whitening @ xc, x.shape)  # (N, C, H, W)
         if self.weight is not None:
             y = y * per_channel(self.weight)

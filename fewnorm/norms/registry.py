@@ -137,10 +137,11 @@ def register_norm(
         statistics: what its moments are computed over: any of ``batch``, ``running``,
             ``support``, ``instance``, ``layer``, ``group``, ``weight``, ``none``. ``batch``
             mixes the samples of a batch (transductive), ``running`` keeps estimates across
-            batches. Descriptive: shown by ``fewnorm norms``, not enforced.
+            batches. Shown by ``fewnorm norms``; a normalizer whose output mixes the samples
+            of a batch must declare ``modes`` (the kit's ``modes`` check).
         has_buffers: whether the module keeps buffers (running moments, whitening matrices).
-            Descriptive (``fewnorm norms show``): MAML's ``--buffer-policy per_task`` copies
-            whatever buffers a module has, and the conformance kit checks them either way.
+            Descriptive (``fewnorm norms show``): MAML copies whatever buffers a module has for
+            each task, and the conformance kit checks them either way.
         aliases: other names for it.
         phase_aware: whether the layer reads the support/query phase signal (``norm_phase``
             inside ``task_scope``), as ``support``-mode BatchNorm and TaskNorm do.
@@ -148,6 +149,12 @@ def register_norm(
             support and a query pass for every normalizer.
         conv_bias: keep the preceding convolution's bias (off by default: a normalizer that
             subtracts a mean makes it redundant).
+        modes: the few-shot modes its ``mode`` option offers (``transductive``, ``running``,
+            ``support``; the factory's default first): required of a normalizer with batch
+            statistics, each checked by the kit's ``modes`` check (``docs/normalizers.md``).
+        learned_buffers: attribute names of buffers that are learned state rather than
+            statistics (SWBN's ``whitening_matrix``): MAML's default ``by_role`` policy
+            writes them back to the meta-model after each step and keeps the rest per task.
         vmap: the forward is safe under ``torch.func.vmap`` over a MAML meta-batch's tasks;
             declare it once the kit's ``vmap`` check passes. Undeclared, meta-batches run the
             per-task loop (same results, slower on GPUs).

@@ -107,3 +107,18 @@ def test_evaluation_never_changes_learned_state() -> None:
     assert first == [maml_evaluate(model, e, loop) for e in tiny_episodes(3)]
     for name, value in model.state_dict().items():
         assert torch.equal(value, state[name]), name
+
+
+def test_learned_state_is_written_before_the_optimizer_step() -> None:
+    """A process group's pre-step hook syncs buffers from rank 0: the write must precede it."""
+    model = tiny_model("swbn", mode="transductive")
+    start = _split(model)[0]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    seen: list[bool] = []
+
+    def before_step(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        seen.append(any(not torch.equal(v, start[k]) for k, v in _split(model)[0].items()))
+
+    optimizer.register_step_pre_hook(before_step)
+    maml_train_step(model, optimizer, tiny_episodes(2), _loop("by_role"))
+    assert seen == [True]

@@ -166,3 +166,20 @@ def test_the_kit_catches_a_mode_that_does_not_do_what_it_says() -> None:
     spec = NormSpec(name="leaky", factory=_LeakyTransductive, summary="", paper="", modes=("transductive",))
     with pytest.raises(ConformanceError, match="mode=transductive reads its running statistics"):
         check_normalizer(spec, checks=("modes",))
+
+
+def test_the_kit_judges_what_a_layer_computes_not_the_default_label() -> None:
+    """register_norm labels statistics ("batch",) by default: a per-sample layer still passes."""
+    from fewnorm.norms import NormSpec
+
+    spec = NormSpec(name="gn", factory=lambda c: nn.GroupNorm(4, c), summary="", paper="")
+    assert spec.statistics == ("batch",) and not spec.modes
+    check_normalizer(spec, checks=("modes",))
+
+
+def test_norm_options_that_are_not_a_mapping_are_refused_not_filled() -> None:
+    from fewnorm.config import validate_config
+    from fewnorm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="norm_options"):
+        validate_config({"algo": "maml", "norm": "swbn", "norm_options": None}, "options")
