@@ -30,7 +30,6 @@ NEAR_CHANCE = 0.10
 LEARNED = 0.30
 #: Fewest test episodes for "one class": a few episodes at exactly chance can be luck.
 ONE_CLASS_EPISODES = 10
-MAML_FAMILY = ("maml", "fomaml", "anil")
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,8 @@ def diagnose(
 
 
 def _likely_cause(config: Mapping[str, Any]) -> tuple[str, str]:
+    from fewnorm.config import MAML_FAMILY
+
     algo = str(config.get("algo", ""))
     norm = str(config.get("norm", ""))
     options = config.get("norm_options") or {}

@@ -23,7 +23,9 @@ from fewnorm.norms.fewshot import MAML_MODE
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
-ALGORITHMS = ("protonet", "maml", "fomaml", "anil")
+#: The gradient-based meta-learners: one inner loop, the same defaults and normalizer modes.
+MAML_FAMILY = ("maml", "fomaml", "anil")
+ALGORITHMS = ("protonet", *MAML_FAMILY)
 #: Validation context: check keys and values, not rules that need other keys or files.
 _KEYS_ONLY = "keys-only"
 #: MAML buffers: ``by_role`` (statistics per task, learned state such as SWBN's whitening
@@ -54,16 +56,12 @@ _GRADIENT_META_LEARNING = {
     "inner_steps_test": 10,
 }
 #: Defaults that depend on the algorithm, applied where a key is not given.
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "maml": _GRADIENT_META_LEARNING,
-    "fomaml": _GRADIENT_META_LEARNING,
-    "anil": _GRADIENT_META_LEARNING,
-}
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = dict.fromkeys(MAML_FAMILY, _GRADIENT_META_LEARNING)
 #: The few-shot mode an algorithm runs batch-statistics normalizers in unless told otherwise.
 #: The MAML family evaluates in eval() after adapting on five images: running averages
 #: collected under per-task buffers never learn there, and score at chance (TaskNorm,
 #: Bronskill et al. 2020), so it takes BatchNorm's transductive default for every normalizer.
-ALGORITHM_NORM_MODES: dict[str, str] = dict.fromkeys(("maml", "fomaml", "anil"), MAML_MODE)
+ALGORITHM_NORM_MODES: dict[str, str] = dict.fromkeys(MAML_FAMILY, MAML_MODE)
 
 
 class RunConfig(BaseModel):
