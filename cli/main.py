@@ -29,7 +29,8 @@ class _FewnormGroup(TyperGroup):
 app = typer.Typer(
     name="fewnorm",
     cls=_FewnormGroup,
-    help="Few-shot learning with any normalization layer: train, evaluate, compare, probe, norms, data.",
+    help="Few-shot learning with any normalization layer: train, evaluate, compare, probe, norms, "
+    "algorithms, data.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -38,13 +39,14 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from fewnorm.cli import compare, data, evaluate, norms, probe, train
+    from fewnorm.cli import algorithms, compare, data, evaluate, norms, probe, train
 
     app.command()(train.train)
     app.command()(evaluate.evaluate)
     app.command()(compare.compare)
     app.command()(probe.probe)
     app.add_typer(norms.app, name="norms")
+    app.add_typer(algorithms.app, name="algorithms")
     app.add_typer(data.app, name="data")
 
 

@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from fewnorm.algorithms import get_algorithm_spec
 from fewnorm.backbones import build_backbone
 from fewnorm.config import RunConfig
 from fewnorm.episode import Episode, StepResult
@@ -20,7 +21,6 @@ from fewnorm.episodes.heads import build_classifier, canonical_head, image_size
 from fewnorm.episodes.maml import InnerLoop, maml_evaluate, maml_evaluate_many, maml_train_step
 from fewnorm.episodes.protonet import protonet_evaluate, protonet_loss, protonet_train_step
 from fewnorm.errors import ConfigError
-from fewnorm.names import normalize_name, unknown_name
 from fewnorm.norms import get_norm
 from fewnorm.precision import autocast_forward
 
@@ -247,17 +247,7 @@ class ANIL(MAML):
     head_only = True
 
 
-#: Algorithm name -> constructor taking the run configuration.
-ALGORITHMS: dict[str, Callable[[RunConfig], Algorithm]] = {
-    "protonet": ProtoNet,
-    "maml": MAML,
-    "fomaml": FOMAML,
-    "anil": ANIL,
-}
-
-
 def get_algorithm(config: RunConfig) -> Algorithm:
-    for name, make in ALGORITHMS.items():
-        if normalize_name(name) == normalize_name(config.algo):
-            return make(config)
-    raise unknown_name("algorithm", config.algo, ALGORITHMS)
+    """The algorithm object of ``config.algo``, from its registered spec (:mod:`fewnorm.algorithms`)."""
+    make: Callable[[RunConfig], Algorithm] = get_algorithm_spec(config.algo).load()
+    return make(config)

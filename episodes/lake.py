@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fewnorm.algorithms import get_algorithm_spec, list_algorithms
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data.lake import LakeRun, default_runs_path, load_runs
 from fewnorm.data.registry import VINYALS, canonical_dataset
@@ -34,14 +35,19 @@ from fewnorm.episodes.loop import resolve_device
 from fewnorm.episodes.protonet import protonet_logits
 from fewnorm.episodes.reinit import MAML_FAMILY, HeadProtocol, TaskScorer, head_protocol, scoring_algorithm
 from fewnorm.errors import ConfigError, DataError, UnknownNameError
-from fewnorm.names import normalize_name
 from fewnorm.runs import load_checkpoint
 
 BENCHMARK = "lake20"
 #: Training datasets alphabet-disjoint from the runs (their test alphabets are not trained on).
 LAKE_SAFE_DATASETS: tuple[str, ...] = ("omniglot", "omniglot-minimal")
+
+
 #: Algorithms with a lake20 protocol: nearest prototype (protonet), a fresh adapted head (the rest).
-LAKE_ALGORITHMS: tuple[str, ...] = ("protonet", "maml", "fomaml", "anil")
+def lake_algorithms() -> list[str]:
+    """The registered algorithms that declare Lake's one-shot runs among what they support."""
+    return [s.name for s in list_algorithms() if "lake20" in s.supports]
+
+
 WAYS = 20  # every run is 20-way 1-shot
 
 
@@ -102,8 +108,12 @@ def check_lake_safe(config: RunConfig) -> None:
             f"score models trained on {' or '.join(LAKE_SAFE_DATASETS)}, or on split files that keep "
             f"the evaluation alphabets out of training and validation."
         )
-    if normalize_name(config.algo) not in {normalize_name(a) for a in LAKE_ALGORITHMS}:
-        known = ", ".join(LAKE_ALGORITHMS)
+    try:
+        supported = "lake20" in get_algorithm_spec(config.algo).supports
+    except UnknownNameError:
+        supported = False
+    if not supported:
+        known = ", ".join(lake_algorithms())
         raise ConfigError(f"{BENCHMARK} scores {known} models; this run is '{config.algo}'.")
 
 

@@ -79,19 +79,18 @@ def diagnose(
 
 
 def _likely_cause(config: Mapping[str, Any]) -> tuple[str, str]:
-    from fewnorm.config import MAML_FAMILY
-
     algo = str(config.get("algo", ""))
+    gradient = _family(algo) == "gradient"  # the MAML family: adapted in eval() on the support set
     norm = str(config.get("norm", ""))
     options = config.get("norm_options") or {}
     mode = options.get("mode") if "mode" in options else _factory_mode(norm)
-    if algo in MAML_FAMILY and mode == "running":
+    if gradient and mode == "running":
         return (
             f"{norm} in running mode under {algo}: evaluation normalizes with running averages that "
             "never describe an adapted task (TaskNorm, Bronskill et al. 2020)",
             "--norm-opt mode=transductive (the MAML default) or mode=support",
         )
-    if algo in MAML_FAMILY and config.get("buffer_policy") == "global":
+    if gradient and config.get("buffer_policy") == "global":
         return (
             f"{norm} with global buffers under {algo}: per-task statistics leak into the meta-model",
             "--buffer-policy by_role (the default)",
@@ -106,6 +105,16 @@ def _likely_cause(config: Mapping[str, Any]) -> tuple[str, str]:
         "or a learning rate that broke the model late)",
         "a lower --lr, fewer --episodes, or another normalizer; see docs/maml.md",
     )
+
+
+def _family(algo: str) -> str | None:
+    from fewnorm.algorithms import get_algorithm_spec
+    from fewnorm.errors import FewnormError
+
+    try:
+        return get_algorithm_spec(algo).family
+    except FewnormError:
+        return None
 
 
 def _factory_mode(norm: str) -> str | None:

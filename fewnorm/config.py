@@ -17,15 +17,12 @@ from pydantic import (
     model_validator,
 )
 
+from fewnorm.algorithms import AlgorithmSpec, get_algorithm_spec
 from fewnorm.errors import ConfigError, FewnormError
-from fewnorm.norms.fewshot import MAML_MODE
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
-#: The gradient-based meta-learners: one inner loop, the same defaults and normalizer modes.
-MAML_FAMILY = ("maml", "fomaml", "anil")
-ALGORITHMS = ("protonet", *MAML_FAMILY)
 #: Validation context: check keys and values, not rules that need other keys or files.
 _KEYS_ONLY = "keys-only"
 #: MAML buffers: ``by_role`` (statistics per task, learned state such as SWBN's whitening
@@ -41,27 +38,10 @@ DEFAULT_VECTORIZE_CHUNKS = 4
 #: ``--amp`` settings (fewnorm.precision maps them to autocast dtypes).
 AMP_MODES = ("none", "bf16")
 
-_GRADIENT_META_LEARNING = {
-    # MAML learns more per task than a ProtoNet step does, but needs many more tasks:
-    # on omniglot-minimal 5-way 1-shot, 1200 tasks give 80.0% test accuracy, 8000 with
-    # these settings 90.4% (docs/maml.md). Validation is sparser because each
-    # validation episode runs the test-time inner loop; every 1000 rather than 500
-    # picks the same checkpoint (task 8000, same test accuracy bit for bit) 50 s
-    # sooner, since validation accuracy keeps rising to the end. Test-time inner steps: 10
-    # rather than Finn's 3; adaptation keeps improving (85.0 / 88.7 / 89.7 / 90.4%
-    # with 1 / 3 / 5 / 10 steps, same checkpoint). configs/maml/ keeps Finn's setups.
-    "episodes": 8000,
-    "lr_halve_every": 3000,
-    "val_every": 1000,
-    "inner_steps_test": 10,
-}
-#: Defaults that depend on the algorithm, applied where a key is not given.
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = dict.fromkeys(MAML_FAMILY, _GRADIENT_META_LEARNING)
-#: The few-shot mode an algorithm runs batch-statistics normalizers in unless told otherwise.
-#: The MAML family evaluates in eval() after adapting on five images: running averages
-#: collected under per-task buffers never learn there, and score at chance (TaskNorm,
-#: Bronskill et al. 2020), so it takes BatchNorm's transductive default for every normalizer.
-ALGORITHM_NORM_MODES: dict[str, str] = dict.fromkeys(MAML_FAMILY, MAML_MODE)
+#: Algorithm-specific defaults, normalizer modes and families come from the algorithm registry
+#: (:mod:`fewnorm.algorithms`): the MAML family, for one, takes 8000 tasks and evaluates
+#: batch-statistics normalizers transductive, since in eval() after adapting on five images
+#: running averages collected under per-task buffers score at chance (TaskNorm, Bronskill et al.).
 
 
 class RunConfig(BaseModel):
@@ -90,7 +70,7 @@ class RunConfig(BaseModel):
     augment: bool = Field(False, description="augment training episodes (crop, colour jitter, flip)")
 
     episodes: int = Field(
-        1200, gt=0, description="training episodes (outer steps); MAML-family defaults: ALGORITHM_DEFAULTS"
+        1200, gt=0, description="training episodes (outer steps); an algorithm's own: AlgorithmSpec.defaults"
     )
     meta_batch: int = Field(1, gt=0, description="episodes per outer step")
     world_size: int | None = Field(
@@ -168,9 +148,8 @@ class RunConfig(BaseModel):
     def _algorithm_defaults(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
             data = _canonical_algo(data)
-            algo = data.get("algo", "protonet")
-            defaults = ALGORITHM_DEFAULTS.get(algo, {}) if isinstance(algo, str) else {}
-            return {**defaults, **data}
+            spec = _algorithm_spec(data.get("algo", "protonet"))
+            return {**(spec.defaults if spec else {}), **data}
         return data
 
     @model_validator(mode="before")
@@ -192,15 +171,13 @@ class RunConfig(BaseModel):
             spec = get_norm(norm)
         except FewnormError:
             return data
-        mode = spec.default_mode(ALGORITHM_NORM_MODES.get(algo) if isinstance(algo, str) else None)
+        algorithm = _algorithm_spec(algo)
+        mode = spec.default_mode(algorithm.norm_mode if algorithm else None)
         return data if mode is None else {**data, "norm_options": {**options, "mode": mode}}
 
     @model_validator(mode="after")
     def _known_algorithm(self) -> RunConfig:
-        if self.algo not in ALGORITHMS:
-            from fewnorm.names import unknown_name
-
-            raise unknown_name("algorithm", self.algo, ALGORITHMS)
+        get_algorithm_spec(self.algo)  # an unknown name lists the known ones and the closest
         return self
 
     @model_validator(mode="after")
@@ -262,7 +239,8 @@ class RunConfig(BaseModel):
         if self.train_ways is not None:
             return self.train_ways
         # ProtoNets train with more ways than they test (Snell et al.); MAML's head fixes the ways.
-        return max(self.ways, 20) if self.algo == "protonet" else self.ways
+        metric = get_algorithm_spec(self.algo).family == "metric"
+        return max(self.ways, 20) if metric else self.ways
 
     @property
     def effective_train_shots(self) -> int:
@@ -367,17 +345,20 @@ def resolve_config(file: Path | None = None, overrides: Mapping[str, Any] | None
     return validate_config(values | given, "options")
 
 
-def _canonical_algo(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``data`` with ``algo`` as its canonical name (case, ``-``, ``_`` ignored as for every name)."""
-    from fewnorm.names import normalize_name
-
-    algo = data.get("algo")
+def _algorithm_spec(algo: Any) -> AlgorithmSpec | None:
+    """The registered algorithm ``algo`` names, or ``None`` (the after-validator says why)."""
     if not isinstance(algo, str):
-        return data
-    for known in ALGORITHMS:
-        if normalize_name(known) == normalize_name(algo):
-            return {**data, "algo": known}
-    return data
+        return None
+    try:
+        return get_algorithm_spec(algo)
+    except FewnormError:
+        return None
+
+
+def _canonical_algo(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with ``algo`` as its canonical name (case, ``-``, ``_`` and aliases as for every name)."""
+    spec = _algorithm_spec(data.get("algo"))
+    return data if spec is None else {**data, "algo": spec.name}
 
 
 def _is_vinyals(dataset: Any) -> bool:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fewnorm.config import ALGORITHM_DEFAULTS, RunConfig, resolve_config
+from fewnorm.algorithms import get_algorithm_spec
+from fewnorm.config import RunConfig, resolve_config
 from fewnorm.data.splitfile import read_split_files
 from fewnorm.errors import ConfigError, DataError
 from fewnorm.norms import get_norm
@@ -53,7 +54,7 @@ def test_defaults_and_effective_values() -> None:
 
 @pytest.mark.parametrize("algo", ["maml", "fomaml", "anil"])
 def test_algorithm_defaults_fill_only_what_is_not_given(algo: str, tmp_path: Path) -> None:
-    defaults = ALGORITHM_DEFAULTS[algo]
+    defaults = dict(get_algorithm_spec(algo).defaults)
     config = resolve_config(None, {"algo": algo})
     assert {key: getattr(config, key) for key in defaults} == defaults
     assert config.effective_train_ways == config.ways  # the head fixes the ways

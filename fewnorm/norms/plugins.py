@@ -15,10 +15,12 @@ import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 from fewnorm.errors import PluginError, UnknownNameError
 from fewnorm.norms.registry import REGISTRY, NameTakenError, NormRegistry
-from fewnorm.norms.source import PLUGIN_SOURCE
+from fewnorm.plugin_source import PLUGIN_SOURCE
+from fewnorm.registry import Registry
 
 ENTRY_POINT_GROUP = "fewnorm.norms"
 log = logging.getLogger(__name__)
@@ -43,9 +45,12 @@ def _dist_label(ep: EntryPoint) -> str:
     return f"{dist.name}=={dist.version}" if dist is not None else ep.value
 
 
-def load_entry_points(registry: NormRegistry = REGISTRY) -> None:
-    """Load every ``fewnorm.norms`` entry point, sorted by name; record failures."""
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+def load_entry_points(registry: Registry[Any] = REGISTRY, group: str = ENTRY_POINT_GROUP) -> None:
+    """Load every entry point of ``group`` (``fewnorm.norms`` by default), sorted by name; record failures.
+
+    An entry point names a module that registers on import, or a ``register(registry)`` hook.
+    """
+    for ep in sorted(entry_points(group=group), key=lambda e: (e.name, e.value)):
         source = _dist_label(ep)
         token = PLUGIN_SOURCE.set(source)
         try:

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fewnorm.names import normalize_name, unknown_name
-from fewnorm.norms.source import PLUGIN_SOURCE
 from fewnorm.norms.spec import NormKind, NormSpec
+from fewnorm.registry import NameTakenError, Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: A registry's entry-point discovery: called once with the registry, before the first lookup.
-Discoverer = Callable[["NormRegistry"], None]
+__all__ = [
+    "REGISTRY",
+    "NameTakenError",
+    "NormRegistry",
+    "create_norm",
+    "get_norm",
+    "list_norms",
+    "register_norm",
+]
 
 
-class NameTakenError(ValueError):
-    """A normalizer name or alias that another normalizer already has."""
-
-
-class NormRegistry:
-    """Normalizer specs by normalized name and alias.
+class NormRegistry(Registry[NormSpec]):
+    """Normalizer specs by normalized name and alias (:class:`fewnorm.registry.Registry`).
 
     Built-ins are registered on construction of the global registry; entry-point
     plugins are discovered the first time a name is looked up or listed, by the
@@ -29,72 +30,8 @@ class NormRegistry:
     :func:`fewnorm.norms.plugins.load_entry_points`); without one there is nothing to discover.
     """
 
-    def __init__(self, discoverer: Discoverer | None = None) -> None:
-        self._specs: dict[str, NormSpec] = {}
-        self._keys: dict[str, str] = {}  # normalized name or alias -> canonical name
-        self._discovered = False
-        self.discoverer = discoverer
-
-    def register(self, spec: NormSpec, *, replace: bool = False) -> NormSpec:
-        """Add ``spec``; a name or alias that is taken is rejected unless ``replace``."""
-        source = PLUGIN_SOURCE.get()
-        if source is not None and spec.source == "fewnorm":
-            spec = _with_source(spec, source)
-        keys = [normalize_name(n) for n in (spec.name, *spec.aliases)]
-        for key in keys:
-            owner = self._keys.get(key)
-            if owner is not None and not (replace and owner == spec.name):
-                raise NameTakenError(
-                    f"normalizer name '{key}' of '{spec.name}' ({spec.source}) is already "
-                    f"registered by '{owner}' ({self._specs[owner].source})"
-                )
-        self._specs[spec.name] = spec
-        self._keys.update(dict.fromkeys(keys, spec.name))
-        return spec
-
-    def unregister(self, name: str) -> None:
-        """Remove a normalizer and its aliases (mostly for tests)."""
-        spec = self.get(name)
-        del self._specs[spec.name]
-        self._keys = {k: v for k, v in self._keys.items() if v != spec.name}
-
-    def get(self, name: str) -> NormSpec:
-        """The spec registered under ``name`` or an alias; unknown names list the known ones."""
-        key = normalize_name(name)
-        if key not in self._keys:
-            self.discover()
-        if key not in self._keys:
-            raise unknown_name("normalizer", name, self._specs)
-        return self._specs[self._keys[key]]
-
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        self.discover()
-        return normalize_name(name) in self._keys
-
-    def __iter__(self) -> Iterator[NormSpec]:
-        self.discover()
-        return iter(sorted(self._specs.values(), key=lambda s: (s.source != "fewnorm", s.name)))
-
-    def names(self) -> list[str]:
-        return [s.name for s in self]
-
-    def discover(self) -> None:
-        """Load entry-point plugins once, unless ``FEWNORM_DISABLE_PLUGIN_AUTOLOAD`` is set."""
-        if self._discovered:
-            return
-        self._discovered = True
-        if os.environ.get("FEWNORM_DISABLE_PLUGIN_AUTOLOAD", "").strip() not in ("", "0"):
-            return
-        if self.discoverer is not None:
-            self.discoverer(self)
-
-
-def _with_source(spec: NormSpec, source: str) -> NormSpec:
-    from dataclasses import replace
-
-    return replace(spec, source=source)
+    def __init__(self, discoverer: Callable[[Any], None] | None = None) -> None:
+        super().__init__("normalizer", discoverer)
 
 
 REGISTRY = NormRegistry()

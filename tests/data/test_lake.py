@@ -206,7 +206,7 @@ def test_alphabet_disjoint_models_may_be_scored(dataset: str, algo: str) -> None
         ),
         (
             RunConfig.model_construct(dataset="omniglot", algo="reptile"),
-            "scores protonet, maml, fomaml, anil models; this run is 'reptile'",
+            "scores anil, fomaml, maml, protonet models; this run is 'reptile'",
         ),
     ],
 )

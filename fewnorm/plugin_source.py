@@ -1,4 +1,4 @@
-"""Where the normalizers being registered come from: set by the plugin loaders, read by the registry.
+"""Where the specs being registered come from: set by the plugin loaders, read by the registries.
 
 Its own module, so that the registry (which reads it) and the plugin loaders (which set
 it, and which the registry calls through an injected discovery hook) import neither
