@@ -60,8 +60,7 @@ def build_embedding(config: RunConfig, in_channels: int) -> nn.Module:
     backbone = build_backbone(
         config.backbone,
         in_channels=in_channels,
-        norm=config.norm,
-        norm_options=config.norm_options,
+        norm=get_norm(config.norm).bind(**config.norm_options),  # checked once for every block
         hidden=config.hidden,
         dropblock=config.dropblock,
         channels_last=memory_format(config)[0],

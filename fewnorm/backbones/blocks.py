@@ -7,13 +7,24 @@ from typing import Any
 
 from torch import nn
 
+from fewnorm.errors import OptionError
 from fewnorm.norms import NormKind, get_norm
+from fewnorm.norms.spec import BoundNorm
+
+
+def norm_layer(norm: str | BoundNorm, norm_options: Mapping[str, Any] | None = None) -> BoundNorm:
+    """``norm`` bound to its options: a name is looked up and its options checked here, once."""
+    if isinstance(norm, BoundNorm):
+        if norm_options:
+            raise OptionError(f"normalizer '{norm.spec.name}' is bound to its options already")
+        return norm
+    return get_norm(norm).bind(**dict(norm_options or {}))
 
 
 def conv_norm_act(
     in_channels: int,
     out_channels: int,
-    norm: str,
+    norm: str | BoundNorm,
     norm_options: Mapping[str, Any] | None = None,
     *,
     kernel_size: int = 3,
@@ -22,7 +33,7 @@ def conv_norm_act(
     activation: bool = True,
     pool: nn.Module | None = None,
 ) -> nn.Sequential:
-    """``conv -> norm -> ReLU`` for the normalizer ``norm``, shaped by its kind.
+    """``conv -> norm -> ReLU`` for the normalizer ``norm`` (bound, or a name and options), by its kind.
 
     - ``activation``: a plain conv, the normalizer, then ReLU;
     - ``conv``: the normalizer owns the conv (it gets the geometry), then ReLU;
@@ -34,8 +45,8 @@ def conv_norm_act(
     elements. Modules without state sit between norm and pool, so the state-dict
     keys are those of ``conv, norm, ReLU, pool``.
     """
-    spec = get_norm(norm)
-    options = dict(norm_options or {})
+    bound = norm_layer(norm, norm_options)
+    spec = bound.spec
     layers: list[nn.Module] = []
     if spec.kind is NormKind.CONV:
         geometry = {
@@ -44,10 +55,10 @@ def conv_norm_act(
             "stride": stride,
             "padding": padding,
         }
-        layers.append(spec.build(out_channels, **geometry, **options))
+        layers.append(bound(out_channels, **geometry))
     else:
         layers.append(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=spec.conv_bias))
-        layers.append(spec.build(out_channels, **options))
+        layers.append(bound(out_channels))
     if pool is not None:
         layers.append(pool)
     if activation and spec.kind is not NormKind.NORM_ACT:

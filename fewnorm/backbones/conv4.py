@@ -8,8 +8,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from fewnorm.backbones.blocks import conv_norm_act
+from fewnorm.backbones.blocks import conv_norm_act, norm_layer
 from fewnorm.backbones.memory_format import to_channels_last
+from fewnorm.norms.spec import BoundNorm
 
 
 class Conv4(nn.Module):
@@ -18,7 +19,7 @@ class Conv4(nn.Module):
     Each block pools before its ReLU (conv, norm, pool, ReLU): the same function and
     gradients as the textbook order, with the ReLU on a quarter of the elements.
 
-    The normalizer is injected by name through the registry; 28x28 Omniglot maps
+    The normalizer is injected: a name and options (bound once, here), or a bound one; 28x28 Omniglot maps
     to a 64-d embedding (28 -> 14 -> 7 -> 3 -> 1), 84x84 miniImageNet to 1600-d.
     ``channels_last`` runs the blocks on NHWC activations (same function, other kernels).
     """
@@ -27,7 +28,7 @@ class Conv4(nn.Module):
         self,
         in_channels: int = 1,
         hidden: int = 64,
-        norm: str = "batchnorm",
+        norm: str | BoundNorm = "batchnorm",
         norm_options: Mapping[str, Any] | None = None,
         depth: int = 4,
         *,
@@ -35,10 +36,11 @@ class Conv4(nn.Module):
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
+        bound = norm_layer(norm, norm_options)  # the name looked up and its options checked once
         blocks = []
         for i in range(depth):
             channels = in_channels if i == 0 else hidden
-            blocks.append(conv_norm_act(channels, hidden, norm, norm_options, pool=nn.MaxPool2d(2)))
+            blocks.append(conv_norm_act(channels, hidden, bound, pool=nn.MaxPool2d(2)))
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, D)

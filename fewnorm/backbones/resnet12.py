@@ -31,11 +31,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from fewnorm.backbones.blocks import conv_norm_act
+from fewnorm.backbones.blocks import conv_norm_act, norm_layer
 from fewnorm.backbones.dropblock import DropBlock2d
 from fewnorm.backbones.memory_format import to_channels_last
 from fewnorm.errors import OptionError
-from fewnorm.norms import NormKind, get_norm
+from fewnorm.norms import NormKind
+from fewnorm.norms.spec import BoundNorm
 
 WIDTHS: tuple[int, ...] = (64, 160, 320, 640)
 LEAKY_SLOPE = 0.1
@@ -46,8 +47,7 @@ DROPBLOCK_BLOCKS: tuple[int, ...] = (2, 3)
 def _layer(
     in_channels: int,
     out_channels: int,
-    norm: str,
-    norm_options: Mapping[str, Any] | None,
+    norm: BoundNorm,
     *,
     kernel_size: int = 3,
     activation: bool = True,
@@ -57,12 +57,11 @@ def _layer(
         in_channels,
         out_channels,
         norm,
-        norm_options,
         kernel_size=kernel_size,
         padding=kernel_size // 2,
         activation=False,
     )
-    if activation and get_norm(norm).kind is not NormKind.NORM_ACT:
+    if activation and norm.spec.kind is not NormKind.NORM_ACT:
         layer.append(nn.LeakyReLU(LEAKY_SLOPE))
     return layer
 
@@ -74,18 +73,19 @@ class ResidualBlock(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        norm: str,
+        norm: str | BoundNorm,
         norm_options: Mapping[str, Any] | None = None,
         *,
         dropblock: float = 0.0,
         dropblock_size: int = 5,
     ) -> None:
         super().__init__()
-        self.conv1 = _layer(in_channels, out_channels, norm, norm_options)
-        self.conv2 = _layer(out_channels, out_channels, norm, norm_options)
-        self.conv3 = _layer(out_channels, out_channels, norm, norm_options, activation=False)
-        self.shortcut = _layer(in_channels, out_channels, norm, norm_options, kernel_size=1, activation=False)
-        norm_act = get_norm(norm).kind is NormKind.NORM_ACT
+        bound = norm_layer(norm, norm_options)
+        self.conv1 = _layer(in_channels, out_channels, bound)
+        self.conv2 = _layer(out_channels, out_channels, bound)
+        self.conv3 = _layer(out_channels, out_channels, bound, activation=False)
+        self.shortcut = _layer(in_channels, out_channels, bound, kernel_size=1, activation=False)
+        norm_act = bound.spec.kind is NormKind.NORM_ACT
         self.act: nn.Module = nn.Identity() if norm_act else nn.LeakyReLU(LEAKY_SLOPE)
         self.pool = nn.MaxPool2d(2)
         self.drop: nn.Module = DropBlock2d(dropblock, dropblock_size) if dropblock > 0 else nn.Identity()
@@ -107,7 +107,7 @@ class ResNet12(nn.Module):
     def __init__(
         self,
         in_channels: int = 3,
-        norm: str = "batchnorm",
+        norm: str | BoundNorm = "batchnorm",
         norm_options: Mapping[str, Any] | None = None,
         *,
         widths: Sequence[int] = WIDTHS,
@@ -121,14 +121,14 @@ class ResNet12(nn.Module):
             raise OptionError(f"resnet12 widths must be positive integers, got {list(widths)}")
         if not 0.0 <= dropblock < 1.0:
             raise OptionError(f"dropblock probability must be in [0, 1), got {dropblock}")
+        bound = norm_layer(norm, norm_options)  # the name looked up and its options checked once
         blocks = []
         for i, width in enumerate(widths):
             blocks.append(
                 ResidualBlock(
                     in_channels if i == 0 else widths[i - 1],
                     width,
-                    norm,
-                    norm_options,
+                    bound,
                     dropblock=dropblock if i in DROPBLOCK_BLOCKS else 0.0,
                     dropblock_size=dropblock_size,
                 )

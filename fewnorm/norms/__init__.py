@@ -26,13 +26,14 @@ from fewnorm.norms.registry import (
     list_norms,
     register_norm,
 )
-from fewnorm.norms.spec import NormKind, NormOption, NormSpec
+from fewnorm.norms.spec import BoundNorm, NormKind, NormOption, NormSpec
 
 register_builtins(REGISTRY)
 REGISTRY.discoverer = load_entry_points  # injected: the registry never imports its plugin loaders
 
 __all__ = [
     "REGISTRY",
+    "BoundNorm",
     "NormKind",
     "NormOption",
     "NormRegistry",

@@ -164,6 +164,25 @@ class NormSpec:
         geometry = {k: options.pop(k) for k in CONV_GEOMETRY if k in options}
         return self.load()(num_channels, **geometry, **self.check_options(options))
 
+    def bind(self, **options: Any) -> BoundNorm:
+        """This normalizer with ``options`` checked once: ``norm_layer(num_channels)`` per layer.
+
+        timm's shape: resolve the name and check the options at the boundary, then pass the
+        constructor down, so a backbone of many blocks checks nothing again.
+        """
+        return BoundNorm(self, self.check_options(options))
+
+
+@dataclass(frozen=True)
+class BoundNorm:
+    """A normalizer and its checked options; calling it builds one layer (conv geometry as keywords)."""
+
+    spec: NormSpec
+    options: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __call__(self, num_channels: int, /, **geometry: Any) -> Any:
+        return self.spec.load()(num_channels, **geometry, **self.options)
+
 
 def _target_type(option: NormOption) -> type | None:
     """The scalar type a command-line string should become, from the default or annotation."""
