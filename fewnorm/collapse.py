@@ -100,6 +100,14 @@ def _likely_cause(config: Mapping[str, Any]) -> tuple[str, str]:
             f"{norm} in running mode: the test episodes' statistics differ from the running averages",
             "--norm-opt mode=transductive or mode=support",
         )
+    if gradient:
+        steps, lr = config.get("inner_steps_test"), config.get("inner_lr")
+        return (
+            f"the test-time inner loop ({steps} steps at lr {lr}) diverges with {norm}, or the "
+            "features learned in training do not transfer (PatchNorm's output gain, for one, "
+            "multiplies the inner step: docs/maml.md)",
+            "fewnorm evaluate RUN --inner-steps-test 1 to tell the two apart; a lower --inner-lr",
+        )
     return (
         "the features learned in training do not transfer to the test classes (overfitting, "
         "or a learning rate that broke the model late)",

@@ -55,6 +55,19 @@ def test_a_few_episodes_at_chance_are_not_called_one_class() -> None:
     assert diagnose([0.2] * 3, 5, None, MAML_SWBN) is None
 
 
+def test_a_maml_run_without_batch_statistics_points_at_the_test_time_inner_loop() -> None:
+    config = {
+        "algo": "maml",
+        "norm": "patchnorm",
+        "norm_options": {},
+        "inner_steps_test": 10,
+        "inner_lr": 0.4,
+    }
+    found = diagnose([0.2] * 12, 5, 0.62, config)
+    assert found is not None and "test-time inner loop (10 steps at lr 0.4)" in found.cause
+    assert "--inner-steps-test 1" in found.advice
+
+
 def test_real_results_are_not_flagged() -> None:
     assert diagnose([0.9, 0.85, 0.95], 5, 1.0, MAML_SWBN) is None
     assert diagnose([0.40, 0.38, 0.39], 5, 0.9, MAML_SWBN) is None  # weak (layernorm-like), not chance
