@@ -92,7 +92,15 @@ def train(
     lr: float | None = typer.Option(None, help="Adam learning rate."),
     lr_halve_every: int | None = typer.Option(None, help="Halve the learning rate every N episodes."),
     val_every: int | None = typer.Option(None, help="Validate every N training episodes."),
-    val_episodes: int | None = typer.Option(None, help="Fixed validation episodes."),
+    val_episodes: int | None = typer.Option(None, help="Fixed validation episodes (lake-style: runs)."),
+    val_protocol: str | None = typer.Option(
+        None,
+        help="Select checkpoints by: episodes (default: val-split episodes) | lake-style (20-way 1-shot "
+        "within-alphabet runs of --val-fold's alphabet, which training leaves out).",
+    ),
+    val_fold: int | None = typer.Option(
+        None, help="lake-style: the fold K (alphabet K by name of the training alphabets) held out."
+    ),
     test_episodes: int | None = typer.Option(None, help="Fixed test episodes (>= 600 for papers)."),
     config: Path | None = typer.Option(None, "--config", help="YAML config file; options override it."),
     seed: int | None = typer.Option(None, help="Seed of initialization and training episodes."),
@@ -173,6 +181,8 @@ def train(
         "lr_halve_every": lr_halve_every,
         "val_every": val_every,
         "val_episodes": val_episodes,
+        "val_protocol": val_protocol,
+        "val_fold": val_fold,
         "test_episodes": test_episodes,
         "seed": seed,
         "device": device,
