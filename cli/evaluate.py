@@ -50,6 +50,12 @@ def evaluate(
         "(seeded within-alphabet 20-way 1-shot runs of a fold the run did not train on).",
     ),
     val_fold: int | None = typer.Option(None, help="lake-style: the fold to score (default: the run's)."),
+    ensemble: list[Path] | None = typer.Option(
+        None,
+        "--ensemble",
+        help="lake-style, ProtoNet: another run of the fold to sum logits with (repeatable).",
+    ),
+    tta: int = typer.Option(0, help="lake-style, ProtoNet: mean embedding over N extra small affine views."),
     runs: Path | None = typer.Option(
         None, help="lake20: all_runs.zip or its folder (default: <data root>/omniglot/all_runs.zip)."
     ),
@@ -67,7 +73,9 @@ def evaluate(
         if name not in known:
             raise unknown_name("benchmark", benchmark, BENCHMARKS)
         chosen = known[name]
-        episodic |= {"--episodes": episodes, "--val-fold": val_fold} if chosen == "lake20" else {}
+        if chosen == "lake20":
+            episodic |= {"--episodes": episodes, "--val-fold": val_fold, "--ensemble": ensemble or None}
+            episodic["--tta"] = tta or None
         episodic |= {"--runs": runs, "--split-file": split_file} if chosen != "lake20" else {}
         given = [flag for flag, value in episodic.items() if value is not None]
         if given:
@@ -83,7 +91,9 @@ def evaluate(
             return
         from fewnorm.episodes.lake_style_eval import load_lake_style, score_lake_style
 
-        style = load_lake_style(run, fold=val_fold, runs=episodes, **lake_options)  # refusals first
+        style = load_lake_style(  # refusals first
+            run, fold=val_fold, runs=episodes, ensemble=ensemble, tta=tta, **lake_options
+        )
         _benchmark(
             lambda on_stage: score_lake_style(style, **scoring, on_stage=on_stage),
             style.protocol,
@@ -91,8 +101,8 @@ def evaluate(
             progress,
         )
         return
-    if val_fold is not None:
-        raise ConfigError("--val-fold applies to --benchmark lake-style only")
+    if val_fold is not None or ensemble or tta:
+        raise ConfigError("--val-fold, --ensemble and --tta apply to --benchmark lake-style only")
     if runs is not None:
         raise ConfigError("--runs applies to --benchmark lake20 only")
     from rich.table import Table

@@ -82,6 +82,14 @@ def train(
     query_one_at_a_time: bool | None = typer.Option(
         None, "--query-one-at-a-time/--queries-together", help="Score each query image alone."
     ),
+    affine: bool | None = typer.Option(
+        None, "--affine/--no-affine", help="Small random affine distortions of training images (Koch et al.)."
+    ),
+    train_rotations: bool | None = typer.Option(
+        None,
+        "--train-rotations/--no-train-rotations",
+        help="Omniglot: rotated characters as extra training classes (default on).",
+    ),
     norm: str | None = typer.Option(None, help="Normalizer name (see `fewnorm norms`)."),
     norm_opt: list[str] | None = typer.Option(
         None, "--norm-opt", help="Normalizer option key=value (repeatable)."
@@ -172,6 +180,8 @@ def train(
         "buffer_policy": buffer_policy,
         "head": head,
         "augment": augment,
+        "affine": affine,
+        "train_rotations": train_rotations,
         "query_one_at_a_time": query_one_at_a_time,
         "norm": norm,
         "backbone": backbone,

@@ -17,6 +17,7 @@ from fewnorm.config import RunConfig, validate_config
 from fewnorm.data.lakestyle import FOLD_DATASETS, LAKE_STYLE, RUN_WAYS, load_fold, training_alphabets
 from fewnorm.data.registry import canonical_dataset
 from fewnorm.episodes.algorithms import get_algorithm
+from fewnorm.episodes.ensemble import AugmentedViews, EmbeddingEnsemble
 from fewnorm.episodes.lake import LAKE_ALGORITHMS, LakeResult, correct_counts, run_error
 from fewnorm.episodes.lake_style import LakeStyleRun, draw_runs
 from fewnorm.episodes.loop import resolve_device
@@ -37,6 +38,8 @@ class LakeStyleResult(LakeResult):
     fold: int = 0
     alphabet: str = ""
     seed: int = 0
+    ensemble: list[str] = field(default_factory=list)  # the other members' checkpoints
+    tta: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         errors = mean_ci95(self.errors)
@@ -46,6 +49,8 @@ class LakeStyleResult(LakeResult):
             "alphabet": self.alphabet,
             "seed": self.seed,
             "ci95": errors.ci95,
+            "ensemble": self.ensemble,
+            "tta": self.tta,
         }
 
 
@@ -61,6 +66,9 @@ class LakeStyleTask:
     seed: int
     runs: list[LakeStyleRun] = field(repr=False)
     protocol: HeadProtocol | None = None
+    members: list[tuple[RunConfig, dict[str, Any]]] = field(default_factory=list, repr=False)  # ensemble
+    tta: int = 0  # test-time augmented views per image (0: none)
+    member_paths: list[Path] = field(default_factory=list)
 
 
 def check_fold(config: RunConfig, fold: int, data_root: Path | str | None) -> None:
@@ -99,10 +107,14 @@ def load_lake_style(
     data_root: Path | None = None,
     head_init: str | None = None,
     inner_steps_test: int | None = None,
+    ensemble: list[Path] | None = None,
+    tta: int = 0,
 ) -> LakeStyleTask:
     """Load and check the checkpoint at ``path``, then draw its fold's runs; every refusal is here.
 
-    ``fold`` defaults to the run's ``val_fold``; ``runs`` to :data:`DEFAULT_RUNS`.
+    ``fold`` defaults to the run's ``val_fold``; ``runs`` to :data:`DEFAULT_RUNS`. ProtoNet runs
+    may add ``ensemble`` members (other ProtoNet checkpoints, each checked for the fold) and
+    ``tta`` test-time augmented views (:mod:`fewnorm.episodes.ensemble`).
     """
     state = load_checkpoint(path)
     moved: dict[str, Any] = {} if inner_steps_test is None else {"inner_steps_test": inner_steps_test}
@@ -120,9 +132,36 @@ def load_lake_style(
     protocol = head_protocol(config, head_init, RUN_WAYS, fresh=True)
     if protocol is None and inner_steps_test is not None:
         raise ConfigError(f"--inner-steps-test applies to {MAML_FAMILY}; this run is '{config.algo}'")
+    if tta < 0:
+        raise ConfigError(f"--tta must be 0 or more views, got {tta}")
+    members = [_member(p, chosen, root) for p in ensemble or []]
+    if (members or tta) and protocol is not None:
+        raise ConfigError(f"--ensemble and --tta apply to protonet runs; this run is '{config.algo}'")
     data = load_fold(config.dataset, chosen, root)
     drawn = draw_runs(data, runs or DEFAULT_RUNS, config.test_seed)
-    return LakeStyleTask(str(path), config, state, chosen, data.alphabet, config.test_seed, drawn, protocol)
+    return LakeStyleTask(
+        str(path),
+        config,
+        state,
+        chosen,
+        data.alphabet,
+        config.test_seed,
+        drawn,
+        protocol,
+        members,
+        tta,
+        list(ensemble or []),
+    )
+
+
+def _member(path: Path, fold: int, root: str | None) -> tuple[RunConfig, dict[str, Any]]:
+    """An ensemble member: a ProtoNet checkpoint that also trained without ``fold``'s alphabet."""
+    state = load_checkpoint(path)
+    config = validate_config(state["config"], f"ensemble member '{path}'")
+    if config.algo != "protonet":
+        raise ConfigError(f"--ensemble members must be protonet runs; '{path}' is '{config.algo}'")
+    check_fold(config, fold, root)
+    return config, state["model"]
 
 
 def score_lake_style(
@@ -135,8 +174,16 @@ def score_lake_style(
     """Score ``task``'s model on each run exactly as ``lake20`` scores Lake's runs."""
     dev = resolve_device(device)
     config = task.config
-    model = get_algorithm(config).build(config, task.runs[0].training.shape[1]).to(dev)
+    channels = task.runs[0].training.shape[1]
+    model = get_algorithm(config).build(config, channels).to(dev)
     model.load_state_dict(task.state["model"])
+    if task.members:
+        built = [get_algorithm(c).build(c, channels).to(dev) for c, _ in task.members]
+        for member, (_, weights) in zip(built, task.members, strict=True):
+            member.load_state_dict(weights)
+        model = EmbeddingEnsemble([model, *built])
+    if task.tta:
+        model = AugmentedViews(model, task.tta).to(dev)
     alone = config.query_one_at_a_time if one_at_a_time is None else one_at_a_time
     callback = on_stage(LAKE_STYLE, len(task.runs)) if on_stage else None
     correct = correct_counts(model, list(task.runs), config, task.protocol, dev, alone, callback)
@@ -153,4 +200,6 @@ def score_lake_style(
         fold=task.fold,
         alphabet=task.alphabet,
         seed=task.seed,
+        ensemble=[str(m) for m in task.member_paths],
+        tta=task.tta,
     )

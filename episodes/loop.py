@@ -31,6 +31,7 @@ from fewnorm.allocator import keep_freed_memory
 from fewnorm.collapse import diagnose, last_train_accuracy
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
+from fewnorm.data.affine import affine_episode
 from fewnorm.data.augment import augment_episode
 from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_format
 from fewnorm.episodes.sampler import EpisodeSampler
@@ -355,6 +356,8 @@ def train(
                     drawn = [train_sampler.sample(generator) for _ in range(config.meta_batch)]
                     if config.augment:  # training episodes only, from the training generator
                         drawn = [augment_episode(e, generator) for e in drawn]
+                    if config.affine:  # small random affine distortions, from the same generator
+                        drawn = [affine_episode(e, generator) for e in drawn]
                     batch = [e.to(device) for e in drawn]
                 else:  # this rank's share; task j of this step drawn from (seed, episode, j)
                     batch = group.step_tasks(train_sampler, config, episode)

@@ -92,6 +92,15 @@ class RunConfig(BaseModel):
 
     head: str | None = Field(None, description="classifier/projection head (None: the algorithm's)")
     augment: bool = Field(False, description="augment training episodes (crop, colour jitter, flip)")
+    affine: bool | None = Field(
+        None,
+        description="small random affine distortions of training images (fewnorm.data.affine; None: off)",
+    )
+    train_rotations: bool | None = Field(
+        None,
+        description="Omniglot: each training character rotated by 90, 180, 270 degrees as three more "
+        "classes (None: on; False: off)",
+    )
 
     episodes: int = Field(
         1200, gt=0, description="training episodes (outer steps); MAML-family defaults: ALGORITHM_DEFAULTS"
@@ -236,6 +245,12 @@ class RunConfig(BaseModel):
         return None if value == VAL_PROTOCOLS[0] else value
 
     @model_validator(mode="after")
+    def _rotations_need_fixed_omniglot(self) -> RunConfig:
+        if self.train_rotations is False and not _is_omniglot_fold_dataset(self.dataset):
+            raise ValueError(f"train_rotations applies to omniglot and omniglot-minimal, not {self.dataset}")
+        return self
+
+    @model_validator(mode="after")
     def _lake_style_fold(self) -> RunConfig:
         if self.val_protocol is None:
             if self.val_fold is not None:
@@ -287,11 +302,12 @@ class RunConfig(BaseModel):
     @property
     def data_options(self) -> dict[str, Any]:
         """Keyword options of :func:`fewnorm.data.load_split` that this run's dataset needs."""
+        options: dict[str, Any] = {} if self.train_rotations is not False else {"rotations": False}
         if self.val_protocol is not None:  # lake-style: the fold's alphabet is not trained on
-            return {"lake_fold": self.val_fold}
+            options["lake_fold"] = self.val_fold
         if not self.split_file:
-            return {}
-        return {"split_file": self.split_file, "split_classes": self.split_classes}
+            return options
+        return options | {"split_file": self.split_file, "split_classes": self.split_classes}
 
     @property
     def effective_train_ways(self) -> int:

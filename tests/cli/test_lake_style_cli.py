@@ -63,7 +63,7 @@ def test_evaluation_refusals_without_data(
 
 def test_val_fold_needs_a_benchmark(tmp_path: Path) -> None:
     code, _, stderr = invoke("evaluate", str(make_run(tmp_path / "run")), "--val-fold", "1")
-    _refused(code, stderr, "--val-fold applies to --benchmark lake-style only")
+    _refused(code, stderr, "--val-fold, --ensemble and --tta apply to --benchmark lake-style only")
 
 
 @pytest.mark.data
@@ -95,11 +95,13 @@ def test_train_then_evaluate_on_the_held_out_fold(data_env: Path, tmp_path: Path
     out = tmp_path / "r"
     flags = ["--val-protocol", "lake-style", "--val-fold", "1", "--hidden", "8", "--episodes", "4"]
     flags += ["--val-every", "2", "--val-episodes", "3", "--test-episodes", "2", "--train-ways", "5"]
+    flags += ["--affine", "--no-train-rotations"]
     code, stdout, stderr = invoke("train", *flags, "--out", str(out), "--no-progress", "--threads", "1")
     assert code == 0, stderr
     assert "best lake-style error (fold 1)" in stdout
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert (config["val_protocol"], config["val_fold"]) == ("lake-style", 1)
+    assert (config["affine"], config["train_rotations"]) == (True, False)
     vals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     vals = [v for v in vals if v["kind"] == "val"]
     assert [v["episode"] for v in vals] == [2, 4]
@@ -117,3 +119,45 @@ def test_train_then_evaluate_on_the_held_out_fold(data_env: Path, tmp_path: Path
         invoke("evaluate", str(out), "--benchmark", "lake-style", "--episodes", "7", "--json")[1]
     )
     assert again["runs"] == result["runs"]  # the same fixed runs
+
+
+def test_recipe_keys_reach_the_data_options() -> None:
+    from fewnorm.config import RunConfig
+
+    fold = RunConfig(val_protocol="lake-style", val_fold=2, train_rotations=False, affine=True)
+    assert fold.data_options == {"rotations": False, "lake_fold": 2}
+    assert RunConfig().data_options == {} and RunConfig(val_protocol="episodes").val_protocol is None
+    with pytest.raises(ValueError, match="train_rotations applies to omniglot and omniglot-minimal"):
+        RunConfig(dataset="mini-imagenet", train_rotations=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--benchmark", "lake20", "--tta", "2"], "--tta do not apply to --benchmark lake20"),
+        (["--tta", "2"], "--val-fold, --ensemble and --tta apply to --benchmark lake-style only"),
+    ],
+)
+def test_ensembles_and_tta_are_lake_style_options(args: list[str], message: str, tmp_path: Path) -> None:
+    code, _, stderr = invoke("evaluate", str(make_run(tmp_path / "run")), *args)
+    _refused(code, stderr, message)
+
+
+@pytest.mark.data
+def test_ensembles_and_tta_score_protonets_only(data_env: Path, tmp_path: Path) -> None:
+    fold = {"val_protocol": "lake-style", "val_fold": 0}
+    maml = make_run(tmp_path / "maml", algo="maml", **fold)
+    code, _, stderr = invoke("evaluate", str(maml), "--benchmark", "lake-style", "--tta", "2")
+    _refused(code, stderr, "--ensemble and --tta apply to protonet runs; this run is 'maml'")
+    proto, other = (
+        make_run(tmp_path / "a", **fold),
+        make_run(tmp_path / "b", val_protocol="lake-style", val_fold=1),
+    )
+    args = ["--benchmark", "lake-style", "--ensemble", str(other)]
+    code, _, stderr = invoke("evaluate", str(proto), *args)
+    _refused(code, stderr, "(omniglot-minimal, fold 1 held out) include Balinese")
+    code, stdout, stderr = invoke(
+        "evaluate", str(proto), *args[:2], "--ensemble", str(proto), "--tta", "2", "--episodes", "3", "--json"
+    )
+    assert code == 0, stderr
+    assert json.loads(stdout)["ensemble"] == [str(proto)] and json.loads(stdout)["tta"] == 2
