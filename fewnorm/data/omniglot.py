@@ -101,14 +101,12 @@ def load_split(
     key = _cache_key(dataset, split, image_size, rotate, sources, splits, exclude)
     rot = "-rot4" if rotate else ""
     cache_path = store_cache_dir(data_root) / f"{dataset}-{split}-{image_size}px{rot}-{key}.pt"
-    return load_or_build(
-        cache_path,
-        lambda: _build(
-            [c for c in _plan(dataset, split, sources, rotate, splits) if c.character[0] != exclude],
-            image_size,
-        ),
-        f"{dataset}/{split}",
-    )
+
+    def build() -> ImageStore:
+        plan = _plan(dataset, split, sources, rotate, splits)
+        return _build([c for c in plan if c.character[0] != exclude], image_size)
+
+    return load_or_build(cache_path, build, f"{dataset}/{split}")
 
 
 def _fold_alphabet(
