@@ -161,3 +161,22 @@ def test_ensembles_and_tta_score_protonets_only(data_env: Path, tmp_path: Path) 
     )
     assert code == 0, stderr
     assert json.loads(stdout)["ensemble"] == [str(proto)] and json.loads(stdout)["tta"] == 2
+
+
+@pytest.mark.data
+def test_a_maml_run_validates_with_a_fresh_twenty_way_head(data_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "maml"
+    flags = ["--algo", "maml", "--val-protocol", "lake-style", "--val-fold", "0", "--hidden", "8"]
+    flags += ["--episodes", "2", "--val-every", "2", "--val-episodes", "2", "--test-episodes", "2"]
+    flags += ["--inner-steps-test", "1", "--threads", "1", "--no-progress", "--out", str(out)]
+    code, _, stderr = invoke("train", *flags)
+    assert code == 0, stderr
+    vals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [v["episode"] for v in vals if v["kind"] == "val"] == [2]
+    code, stdout, stderr = invoke(
+        "evaluate", str(out), "--benchmark", "lake-style", "--episodes", "2", "--json"
+    )
+    assert code == 0, stderr
+    assert (
+        json.loads(stdout)["protocol"]["ways"] == 20 and json.loads(stdout)["protocol"]["head_init"] == "zero"
+    )
