@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +13,10 @@ from fewnorm.errors import ConfigError
 from fewnorm.names import normalize_name, unknown_name
 
 if TYPE_CHECKING:
-    from fewnorm.episodes.lake import LakeTask
+    from fewnorm.episodes.lake import LakeResult
+    from fewnorm.episodes.reinit import HeadProtocol
 
-BENCHMARKS = ("lake20",)
+BENCHMARKS = ("lake20", "lake-style")
 
 
 def evaluate(
@@ -24,7 +26,9 @@ def evaluate(
     ),
     shots: int | None = typer.Option(None, help="Shots (default: the run's)."),
     queries: int | None = typer.Option(None, help="Queries per class (default: the run's)."),
-    episodes: int | None = typer.Option(None, help="Fixed test episodes (default: the run's)."),
+    episodes: int | None = typer.Option(
+        None, help="Fixed test episodes (default: the run's); lake-style: runs (default 200)."
+    ),
     split: str = typer.Option("test", help="Split to score: test | val."),
     data_root: Path | None = typer.Option(None, help="Data root (default: the run's, then $FEWNORM_DATA)."),
     split_file: Path | None = typer.Option(
@@ -41,8 +45,17 @@ def evaluate(
         "(default: trained at the run's ways, else zero).",
     ),
     benchmark: str | None = typer.Option(
-        None, help="Score on a benchmark instead of episodes: lake20 (Lake's 20 one-shot runs)."
+        None,
+        help="Score on a benchmark instead of episodes: lake20 (Lake's 20 one-shot runs) | lake-style "
+        "(seeded within-alphabet 20-way 1-shot runs of a fold the run did not train on).",
     ),
+    val_fold: int | None = typer.Option(None, help="lake-style: the fold to score (default: the run's)."),
+    ensemble: list[Path] | None = typer.Option(
+        None,
+        "--ensemble",
+        help="lake-style, ProtoNet: another run of the fold to sum logits with (repeatable).",
+    ),
+    tta: int = typer.Option(0, help="lake-style, ProtoNet: mean embedding over N extra small affine views."),
     runs: Path | None = typer.Option(
         None, help="lake20: all_runs.zip or its folder (default: <data root>/omniglot/all_runs.zip)."
     ),
@@ -55,25 +68,42 @@ def evaluate(
     _require_run_norm(run)
     if benchmark is not None:
         episodic: dict[str, object] = {"--ways": ways, "--shots": shots, "--queries": queries}
-        episodic["--episodes"] = episodes
         episodic["--split"] = None if split == "test" else split
-        given = [flag for flag, value in episodic.items() if value is not None]
-        if normalize_name(benchmark) not in BENCHMARKS:
+        name = normalize_name(benchmark)
+        known = {normalize_name(b): b for b in BENCHMARKS}
+        if name not in known:
             raise unknown_name("benchmark", benchmark, BENCHMARKS)
+        chosen = known[name]
+        if chosen == "lake20":
+            episodic |= {"--episodes": episodes, "--val-fold": val_fold, "--ensemble": ensemble or None}
+            episodic["--tta"] = tta or None
+        episodic |= {"--runs": runs, "--split-file": split_file} if chosen != "lake20" else {}
+        given = [flag for flag, value in episodic.items() if value is not None]
         if given:
-            raise ConfigError(f"{', '.join(given)} do not apply to --benchmark lake20 (20-way 1-shot runs)")
-        from fewnorm.episodes.lake import load_lake20
+            raise ConfigError(f"{', '.join(given)} do not apply to --benchmark {chosen} (20-way 1-shot runs)")
+        lake_options = {"head_init": head_init, "inner_steps_test": inner_steps_test, "data_root": data_root}
+        scoring = {"device": device, "one_at_a_time": query_one_at_a_time or None}
+        if chosen == "lake20":
+            from fewnorm.episodes.lake import load_lake20, score_lake20
 
-        task = load_lake20(  # refusals first
-            run,
-            runs=runs,
-            data_root=data_root,
-            split_file=split_file,
-            head_init=head_init,
-            inner_steps_test=inner_steps_test,
+            task = load_lake20(run, runs=runs, split_file=split_file, **lake_options)  # refusals first
+            score = lambda on_stage: score_lake20(task, **scoring, on_stage=on_stage)  # noqa: E731
+            _benchmark(score, task.protocol, json_output, progress)
+            return
+        from fewnorm.episodes.lake_style_eval import load_lake_style, score_lake_style
+
+        style = load_lake_style(  # refusals first
+            run, fold=val_fold, runs=episodes, ensemble=ensemble, tta=tta, **lake_options
         )
-        _lake20(task, {"device": device, "one_at_a_time": query_one_at_a_time or None}, json_output, progress)
+        _benchmark(
+            lambda on_stage: score_lake_style(style, **scoring, on_stage=on_stage),
+            style.protocol,
+            json_output,
+            progress,
+        )
         return
+    if val_fold is not None or ensemble or tta:
+        raise ConfigError("--val-fold, --ensemble and --tta apply to --benchmark lake-style only")
     if runs is not None:
         raise ConfigError("--runs applies to --benchmark lake20 only")
     from rich.table import Table
@@ -139,22 +169,24 @@ def _require_run_norm(run: Path) -> None:
         require_recorded_norm(config["norm"], folder)
 
 
-def _lake20(task: LakeTask, options: dict[str, Any], json_output: bool, progress: bool) -> None:
-    """``--benchmark lake20``: per-run errors and their mean, as a table or JSON."""
+def _benchmark(
+    score: Callable[[Any], LakeResult], protocol: HeadProtocol | None, json_output: bool, progress: bool
+) -> None:
+    """``--benchmark lake20`` or ``lake-style``: per-run errors and their mean, as a table or JSON."""
     from rich.table import Table
 
     from fewnorm.cli.render import norm_label, print_json, stdout, train_progress
-    from fewnorm.episodes.lake import score_lake20
 
     with train_progress(progress and not json_output) as bars:
-        result = score_lake20(task, **options, on_stage=bars.on_stage)
+        result = score(bars.on_stage)
+    data = result.to_dict()
     if json_output:
-        print_json(result.to_dict())
+        print_json(data)
         return
     c = result.config
+    title = "Lake's one-shot runs" if data["benchmark"] == "lake20" else "Lake-style runs"
     table = Table(
-        title=f"Lake's one-shot runs: {c['dataset']}, {norm_label(c['norm'], c['norm_options'])}",
-        title_justify="left",
+        title=f"{title}: {c['dataset']}, {norm_label(c['norm'], c['norm_options'])}", title_justify="left"
     )
     for column in ("run", "correct", "error %"):
         table.add_column(column, justify="right")
@@ -163,8 +195,9 @@ def _lake20(task: LakeTask, options: dict[str, Any], json_output: bool, progress
     ):
         table.add_row(name, f"{correct}/{items}", f"{error:.1f}")
     table.add_section()
-    table.add_row("[bold]mean[/]", "", f"[bold green]{result.mean_error:.2f}[/]")
+    interval = f" ± {data['ci95']:.2f}" if "ci95" in data else ""
+    table.add_row("[bold]mean[/]", "", f"[bold green]{result.mean_error:.2f}{interval}[/]")
     stdout.print(table)
-    if task.protocol is not None:
-        stdout.print(f"head protocol: {task.protocol.label()}", soft_wrap=True, highlight=False)
+    if protocol is not None:
+        stdout.print(f"head protocol: {protocol.label()}", soft_wrap=True, highlight=False)
     stdout.print(f"runs: {result.runs_path}", soft_wrap=True, highlight=False)

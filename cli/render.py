@@ -163,6 +163,15 @@ def train_progress(
         yield TrainProgress(progress)
 
 
+def _validation_row(cfg: Any, summary: RunSummary) -> tuple[str, str]:
+    """The best validation score: accuracy on val episodes, or the lake-style error of the fold's runs."""
+    at = f"(episode {summary.best_val_episode})"
+    if cfg.val_protocol is None:
+        return "best validation accuracy", f"{100 * summary.best_val_accuracy:.2f}% {at}"
+    error = 100 * (1 - summary.best_val_accuracy)
+    return f"best lake-style error (fold {cfg.val_fold})", f"{error:.2f}% {at}, {cfg.val_episodes} runs"
+
+
 def summary_table(summary: RunSummary) -> Table:
     from fewnorm.config import RunConfig
 
@@ -184,10 +193,7 @@ def summary_table(summary: RunSummary) -> Table:
         *_meta_batch_rows(cfg),
         ("activations", _memory_format(cfg)),
         ("precision", _precision(cfg.amp)),
-        (
-            "best validation accuracy",
-            f"{100 * summary.best_val_accuracy:.2f}% (episode {summary.best_val_episode})",
-        ),
+        _validation_row(cfg, summary),
         ("test accuracy (95% CI)", collapse_cell(summary.test, summary.collapse)),
         ("test episodes", str(summary.test.n)),
         ("parameters", f"{summary.parameters:,}"),

@@ -92,6 +92,14 @@ def train(
         "--query-one-at-a-time/--queries-together",
         help="Score each query image alone (default: together).",
     ),
+    affine: bool | None = typer.Option(
+        None, "--affine/--no-affine", help="Small random affine distortions of training images (Koch et al.)."
+    ),
+    train_rotations: bool | None = typer.Option(
+        None,
+        "--train-rotations/--no-train-rotations",
+        help="Omniglot: rotated characters as extra training classes (default on).",
+    ),
     norm: str | None = typer.Option(None, help="Normalizer name, see `fewnorm norms` (default batchnorm)."),
     norm_opt: list[str] | None = typer.Option(
         None, "--norm-opt", help="Normalizer option key=value (repeatable).", metavar="KEY=VALUE"
@@ -108,9 +116,19 @@ def train(
     val_every: int | None = typer.Option(
         None, help="Validate every N training episodes (default 200, MAML-family 1000)."
     ),
-    val_episodes: int | None = typer.Option(None, help="Fixed validation episodes (default 100)."),
+    val_episodes: int | None = typer.Option(
+        None, help="Fixed validation episodes (default 100; lake-style: runs)."
+    ),
     test_episodes: int | None = typer.Option(
         None, help="Fixed test episodes (default 600; >= 600 for papers)."
+    ),
+    val_protocol: str | None = typer.Option(
+        None,
+        help="Select checkpoints by: episodes (default: val-split episodes) | lake-style (20-way 1-shot "
+        "within-alphabet runs of --val-fold's alphabet, which training leaves out).",
+    ),
+    val_fold: int | None = typer.Option(
+        None, help="lake-style: the fold K (alphabet K by name of the training alphabets) held out."
     ),
     config: Path | None = typer.Option(None, "--config", help="YAML config file; options override it."),
     seed: int | None = typer.Option(None, help="Seed of initialization and training episodes (default 0)."),
@@ -194,6 +212,8 @@ def train(
         "buffer_policy": buffer_policy,
         "head": head,
         "augment": augment,
+        "affine": affine,
+        "train_rotations": train_rotations,
         "query_one_at_a_time": query_one_at_a_time,
         "norm": norm,
         "backbone": backbone,
@@ -203,6 +223,8 @@ def train(
         "lr_halve_every": lr_halve_every,
         "val_every": val_every,
         "val_episodes": val_episodes,
+        "val_protocol": val_protocol,
+        "val_fold": val_fold,
         "test_episodes": test_episodes,
         "seed": seed,
         "device": device,

@@ -43,6 +43,16 @@ LAKE_SAFE_DATASETS: tuple[str, ...] = ("omniglot", "omniglot-minimal")
 
 
 #: Algorithms with a lake20 protocol: nearest prototype (protonet), a fresh adapted head (the rest).
+def check_lake_algorithm(algo: str, benchmark: str) -> None:
+    """Refuse, in one line, a run whose algorithm does not declare Lake's one-shot runs."""
+    try:
+        supported = "lake20" in get_algorithm_spec(algo).supports
+    except UnknownNameError:
+        supported = False
+    if not supported:
+        raise ConfigError(f"{benchmark} scores {', '.join(lake_algorithms())} models; this run is '{algo}'.")
+
+
 def lake_algorithms() -> list[str]:
     """The registered algorithms that declare Lake's one-shot runs among what they support."""
     return [s.name for s in list_algorithms() if "lake20" in s.supports]
@@ -108,13 +118,7 @@ def check_lake_safe(config: RunConfig) -> None:
             f"score models trained on {' or '.join(LAKE_SAFE_DATASETS)}, or on split files that keep "
             f"the evaluation alphabets out of training and validation."
         )
-    try:
-        supported = "lake20" in get_algorithm_spec(config.algo).supports
-    except UnknownNameError:
-        supported = False
-    if not supported:
-        known = ", ".join(lake_algorithms())
-        raise ConfigError(f"{BENCHMARK} scores {known} models; this run is '{config.algo}'.")
+    check_lake_algorithm(config.algo, BENCHMARK)
 
 
 def _split_file_leak(config: RunConfig) -> str | None:
@@ -163,6 +167,31 @@ def score_run_adapted(scorer: TaskScorer, model: nn.Module, run: LakeRun, device
     episode = run_episode(run, device)
     accuracy = scorer.evaluate(model, episode)  # the mean of 0/1 over the items, as a float
     return round(accuracy * len(run.answers))
+
+
+def correct_counts(
+    model: nn.Module,
+    runs: list[LakeRun],
+    config: RunConfig,
+    protocol: HeadProtocol | None,
+    device: torch.device,
+    one_at_a_time: bool,
+    callback: Callable[[int], None] | None = None,
+) -> list[int]:
+    """Correct test items per run: nearest training image (ProtoNet), else a fresh adapted head."""
+    adapted = None
+    if protocol is not None:
+        alone = config.model_copy(update={"query_one_at_a_time": one_at_a_time})
+        adapted = scoring_algorithm(alone, protocol.head_init)
+    correct = []
+    for i, run in enumerate(runs):
+        if adapted is None:
+            correct.append(score_run(model, run, device, one_at_a_time=one_at_a_time))
+        else:
+            correct.append(score_run_adapted(adapted, model, run, device))
+        if callback is not None:
+            callback(i + 1)
+    return correct
 
 
 @dataclass(frozen=True)
@@ -221,19 +250,7 @@ def score_lake20(
     model.load_state_dict(task.state["model"])
     alone = config.query_one_at_a_time if one_at_a_time is None else one_at_a_time
     callback = on_stage(BENCHMARK, len(task.runs)) if on_stage else None
-    adapted = None
-    if task.protocol is not None:
-        adapted = scoring_algorithm(
-            config.model_copy(update={"query_one_at_a_time": alone}), task.protocol.head_init
-        )
-    correct = []
-    for i, run in enumerate(task.runs):
-        if adapted is None:
-            correct.append(score_run(model, run, dev, one_at_a_time=alone))
-        else:
-            correct.append(score_run_adapted(adapted, model, run, dev))
-        if callback is not None:
-            callback(i + 1)
+    correct = correct_counts(model, task.runs, config, task.protocol, dev, alone, callback)
     items = [len(run.test_files) for run in task.runs]
     return LakeResult(
         task.checkpoint,
@@ -245,16 +262,3 @@ def score_lake20(
         [run_error(c, n) for c, n in zip(correct, items, strict=True)],
         task.protocol.to_dict() if task.protocol is not None else None,
     )
-
-
-def evaluate_lake20(
-    path: Path,
-    *,
-    runs: Path | None = None,
-    data_root: Path | None = None,
-    device: str = "cpu",
-    one_at_a_time: bool | None = None,
-) -> LakeResult:
-    """:func:`load_lake20` then :func:`score_lake20`: the checkpoint's errors on Lake's runs."""
-    task = load_lake20(path, runs=runs, data_root=data_root)
-    return score_lake20(task, device=device, one_at_a_time=one_at_a_time)

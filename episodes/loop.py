@@ -31,6 +31,7 @@ from fewnorm.allocator import keep_freed_memory
 from fewnorm.collapse import diagnose, last_train_accuracy
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
+from fewnorm.data.affine import affine_episode
 from fewnorm.data.augment import augment_episode
 from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_format
 from fewnorm.episodes.sampler import EpisodeSampler
@@ -429,9 +430,10 @@ def _train(
     device = resolve_device(config.device) if group is None else group.device
     if (slow := slow_amp_reason(config.amp, device)) is not None:
         log.warning("%s", slow)
+    lake_style = config.val_protocol is not None  # validated on a fold's lake-style runs
     stores = {
         split: load_split(config.dataset, split, config.data_root, **config.data_options)
-        for split in ("train", "val", "test")
+        for split in ("train", "test", *(() if lake_style else ("val",)))
     }
     train_sampler = EpisodeSampler(
         stores["train"],
@@ -440,12 +442,12 @@ def _train(
         config.train_queries,
         split="train",
     )
-    val_sampler = EpisodeSampler(stores["val"], config.ways, config.shots, config.queries, split="val")
     test_sampler = EpisodeSampler(stores["test"], config.ways, config.shots, config.queries, split="test")
 
     if config.channels_last is None:  # recorded resolved: a later release may declare otherwise
         config = config.model_copy(update={"channels_last": memory_format(config)[0]})
     algorithm = get_algorithm(config)
+    validate = _validator(config, stores, device, group)
     torch.manual_seed(config.seed)
     model = algorithm.build(config, stores["train"].image_shape[0]).to(device)
     optimizer = algorithm.optimizer(model, config)
@@ -483,21 +485,11 @@ def _train(
         while True:
             if _val_due(state.episode, config) and state.validated < state.episode:
                 callback = on_stage("validate", config.val_episodes) if on_stage else None
-                val = mean_ci95(
-                    evaluate(
-                        algorithm,
-                        model,
-                        val_sampler,
-                        config.val_episodes,
-                        config.val_seed,
-                        device,
-                        callback,
-                        group,
-                    )
-                )
+                val = mean_ci95(validate(algorithm, model, callback))
                 with _deferred_sigint():
                     episode = state.episode
-                    record({"kind": "val", "episode": episode, "accuracy": val.mean, "ci95": val.ci95})
+                    entry = {"kind": "val", "episode": episode, "accuracy": val.mean, "ci95": val.ci95}
+                    record(entry | ({"lake_style_error": 100 * (1 - val.mean)} if lake_style else {}))
                     if val.mean > state.best_acc:
                         state.best_acc, state.best_episode = val.mean, episode
                         state.best_state = copy.deepcopy(model.state_dict())
@@ -528,6 +520,8 @@ def _train(
                     drawn = [train_sampler.sample(generator) for _ in range(config.meta_batch)]
                     if config.augment:  # training episodes only, from the training generator
                         drawn = [augment_episode(e, generator) for e in drawn]
+                    if config.affine:  # small random affine distortions, from the same generator
+                        drawn = [affine_episode(e, generator) for e in drawn]
                     batch = [e.to(device) for e in drawn]
                 else:  # this rank's share; task j of this step drawn from (seed, episode, j)
                     batch = group.step_tasks(train_sampler, config, episode)
@@ -590,6 +584,24 @@ def _train(
     runs.write_summary(summary.to_dict())
     runs.finish()
     return summary
+
+
+Validate = Callable[[EpisodeScorer, nn.Module, Callable[[int], None] | None], list[float]]
+
+
+def _validator(
+    config: RunConfig, stores: dict[str, Any], device: torch.device, group: distributed.Group | None
+) -> Validate:
+    """Per-episode validation accuracies: the val split's fixed episodes, or the fold's lake-style runs."""
+    if config.val_protocol is not None:
+        from fewnorm.episodes.lake_style import LakeStyleValidator
+
+        lake = LakeStyleValidator.for_config(config)
+        return lambda algorithm, model, callback: lake.evaluate(model, device, callback)
+    sampler = EpisodeSampler(stores["val"], config.ways, config.shots, config.queries, split="val")
+    return lambda algorithm, model, callback: evaluate(
+        algorithm, model, sampler, config.val_episodes, config.val_seed, device, callback, group
+    )
 
 
 def _partial_summary(config: RunConfig, run_dir: Path, state: TrainState, wall: float) -> dict[str, Any]:

@@ -35,6 +35,8 @@ BUFFER_POLICIES = ("by_role", "per_task", "global")
 #: 32 holds 1.6x the loop's memory plus the meta-batch's activations, two calls 1.3x, four
 #: 0.68x (benchmarks/maml_memory.py, CPU): four keeps the step within that bound.
 DEFAULT_VECTORIZE_CHUNKS = 4
+#: ``--val-protocol`` settings: val-split episodes, or the lake-style runs of one fold.
+VAL_PROTOCOLS = ("episodes", "lake-style")
 #: ``--amp`` settings (fewnorm.precision maps them to autocast dtypes).
 AMP_MODES = ("none", "bf16")
 
@@ -68,6 +70,15 @@ class RunConfig(BaseModel):
 
     head: str | None = Field(None, description="classifier/projection head (None: the algorithm's)")
     augment: bool = Field(False, description="augment training episodes (crop, colour jitter, flip)")
+    affine: bool | None = Field(
+        None,
+        description="small random affine distortions of training images (fewnorm.data.affine; None: off)",
+    )
+    train_rotations: bool | None = Field(
+        None,
+        description="Omniglot: each training character rotated by 90, 180, 270 degrees as three more "
+        "classes (None: on; False: off)",
+    )
 
     episodes: int = Field(
         1200, gt=0, description="training episodes (outer steps); an algorithm's own: AlgorithmSpec.defaults"
@@ -79,7 +90,15 @@ class RunConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     lr_halve_every: int = Field(0, ge=0, description="halve lr every N episodes (0: never)")
     val_every: int = Field(200, gt=0)
-    val_episodes: int = Field(100, gt=0)
+    val_episodes: int = Field(100, gt=0, description="fixed validation episodes (lake-style: runs)")
+    val_protocol: str | None = Field(
+        None,
+        description="what validation selects the checkpoint by: episodes (None: val-split episodes) | "
+        "lake-style (20-way 1-shot within-alphabet runs of fold val_fold, fewnorm.data.lakestyle)",
+    )
+    val_fold: int | None = Field(
+        None, ge=0, description="lake-style: the fold whose alphabet is held out of training and validates"
+    )
     test_episodes: int = Field(600, gt=0)
 
     inner_lr: float = Field(0.4, gt=0, description="MAML inner-loop learning rate")
@@ -194,6 +213,36 @@ class RunConfig(BaseModel):
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got '{value}'")
         return None if value == "none" else value
 
+    @field_validator("val_protocol")
+    @classmethod
+    def _known_val_protocol(cls, value: str | None) -> str | None:
+        # The default is always None, so that runs and sweeps that never name it keep their keys.
+        if value is not None and value not in VAL_PROTOCOLS:
+            raise ValueError(f"val_protocol must be one of {', '.join(VAL_PROTOCOLS)}, got '{value}'")
+        return None if value == VAL_PROTOCOLS[0] else value
+
+    @model_validator(mode="after")
+    def _rotations_need_fixed_omniglot(self) -> RunConfig:
+        if self.train_rotations is False and not _is_omniglot_fold_dataset(self.dataset):
+            raise ValueError(f"train_rotations applies to omniglot and omniglot-minimal, not {self.dataset}")
+        return self
+
+    @model_validator(mode="after")
+    def _lake_style_fold(self) -> RunConfig:
+        if self.val_protocol is None:
+            if self.val_fold is not None:
+                raise ValueError("val_fold (--val-fold) applies to val_protocol lake-style only")
+            return self
+        if self.val_fold is None:
+            raise ValueError("val_protocol lake-style needs val_fold (--val-fold K): the alphabet held out")
+        if not _is_omniglot_fold_dataset(self.dataset):
+            raise ValueError(
+                f"val_protocol lake-style applies to omniglot and omniglot-minimal, not {self.dataset}"
+            )
+        if self.world_size:
+            raise ValueError("val_protocol lake-style runs in one process; drop --nproc")
+        return self
+
     @model_validator(mode="after")
     def _equal_shares(self) -> RunConfig:
         if self.world_size and self.meta_batch % self.world_size:
@@ -230,9 +279,12 @@ class RunConfig(BaseModel):
     @property
     def data_options(self) -> dict[str, Any]:
         """Keyword options of :func:`fewnorm.data.load_split` that this run's dataset needs."""
+        options: dict[str, Any] = {} if self.train_rotations is not False else {"rotations": False}
+        if self.val_protocol is not None:  # lake-style: the fold's alphabet is not trained on
+            options["lake_fold"] = self.val_fold
         if not self.split_file:
-            return {}
-        return {"split_file": self.split_file, "split_classes": self.split_classes}
+            return options
+        return options | {"split_file": self.split_file, "split_classes": self.split_classes}
 
     @property
     def effective_train_ways(self) -> int:
@@ -366,3 +418,9 @@ def _is_vinyals(dataset: Any) -> bool:
     from fewnorm.names import normalize_name
 
     return isinstance(dataset, str) and normalize_name(dataset) == normalize_name(VINYALS)
+
+
+def _is_omniglot_fold_dataset(dataset: Any) -> bool:
+    from fewnorm.names import normalize_name
+
+    return isinstance(dataset, str) and normalize_name(dataset) in ("omniglot", "omniglotminimal")

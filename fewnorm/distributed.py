@@ -165,6 +165,10 @@ class Group:
                 from fewnorm.data.augment import augment_episode
 
                 episode = augment_episode(episode, generator)
+            if config.affine:
+                from fewnorm.data.affine import affine_episode
+
+                episode = affine_episode(episode, generator)
             tasks.append(episode.to(self.device))
         torch.manual_seed(_rank_seed(config.seed, step, self.rank))
         return tasks

@@ -69,6 +69,7 @@ def load_split(
     rotations: bool | None = None,
     split_file: Path | str | None = None,
     split_classes: str | None = None,
+    lake_fold: int | None = None,
 ) -> ImageStore:
     """The preprocessed images of one split, from the cache or built once from the zips.
 
@@ -79,6 +80,8 @@ def load_split(
     ``omniglot-vinyals`` needs ``split_file`` (:func:`fewnorm.data.splitfile.split_folder`),
     whose lines decide the classes and their rotations in every split; ``split_classes``
     (a run's recorded :meth:`~fewnorm.data.splitfile.SplitFiles.digest`) must match them.
+    ``lake_fold`` leaves the alphabet of that lake-style fold (:mod:`fewnorm.data.lakestyle`)
+    out of the train split; the other splits are unchanged.
     """
     dataset = canonical_dataset(dataset)
     check_split(split)
@@ -94,14 +97,30 @@ def load_split(
         split_files(dataset, split),
         needed_by=f"dataset '{dataset}' (split '{split}')",
     )
-    key = _cache_key(dataset, split, image_size, rotate, sources, splits)
+    exclude = _fold_alphabet(dataset, split, lake_fold, data_root, splits)
+    key = _cache_key(dataset, split, image_size, rotate, sources, splits, exclude)
     rot = "-rot4" if rotate else ""
     cache_path = store_cache_dir(data_root) / f"{dataset}-{split}-{image_size}px{rot}-{key}.pt"
-    return load_or_build(
-        cache_path,
-        lambda: _build(_plan(dataset, split, sources, rotate, splits), image_size),
-        f"{dataset}/{split}",
-    )
+
+    def build() -> ImageStore:
+        plan = _plan(dataset, split, sources, rotate, splits)
+        return _build([c for c in plan if c.character[0] != exclude], image_size)
+
+    return load_or_build(cache_path, build, f"{dataset}/{split}")
+
+
+def _fold_alphabet(
+    dataset: str, split: str, lake_fold: int | None, root: Path, splits: SplitFiles | None
+) -> str | None:
+    """The alphabet that ``lake_fold`` keeps out of the train split; ``None`` for no fold or other splits."""
+    if lake_fold is None:
+        return None
+    if splits is not None:
+        raise OptionError(f"lake-style folds apply to omniglot and omniglot-minimal, not {VINYALS}.")
+    from fewnorm.data.lakestyle import fold_alphabet  # it reads this module's listings
+
+    alphabet = fold_alphabet(dataset, lake_fold, root)
+    return alphabet if split == "train" else None
 
 
 def _split_files(
@@ -131,6 +150,7 @@ def _cache_key(
     rotate: bool,
     sources: list[Source],
     splits: SplitFiles | None,
+    exclude: str | None = None,
 ) -> str:
     spec = {
         "preprocess": PREPROCESS_VERSION,
@@ -145,10 +165,12 @@ def _cache_key(
     }
     if splits is not None:  # only this split's classes: editing test.txt keeps the train cache
         spec["split_classes"] = splits.digest(split)
+    if exclude is not None:  # only then: stores without a fold keep their keys
+        spec["exclude_alphabet"] = exclude
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _characters(source: Source) -> dict[Character, list[str]]:
+def characters(source: Source) -> dict[Character, list[str]]:
     """Image paths of ``source`` by (alphabet, character), both sorted."""
     chars: dict[Character, list[str]] = {}
     for rel in source.list_images():  # sorted, so each list is sorted by file name
@@ -177,8 +199,8 @@ def _plan(
     if splits is None:
         (source,) = sources  # each split of the fixed datasets reads exactly one archive
         kept = ROTATIONS if rotate else (0,)
-        return [_PlannedClass(k, source, v, kept) for k, v in _select(dataset, split, source).items()]
-    found = {k: (src, v) for src in sources for k, v in _characters(src).items()}
+        return [_PlannedClass(k, source, v, kept) for k, v in select(dataset, split, source).items()]
+    found = {k: (src, v) for src in sources for k, v in characters(src).items()}
     wanted: dict[Character, list[int]] = {}
     for c in splits.classes[split]:  # sorted, so rotations come in increasing order
         wanted.setdefault((c.alphabet, c.character), []).append(c.degrees)
@@ -192,9 +214,9 @@ def _plan(
     return [_PlannedClass(k, *found[k], tuple(d)) for k, d in wanted.items()]
 
 
-def _select(dataset: str, split: str, source: Source) -> dict[Character, list[str]]:
+def select(dataset: str, split: str, source: Source) -> dict[Character, list[str]]:
     """The characters of ``split`` in one of the fixed datasets with their image paths, sorted."""
-    chars = _characters(source)
+    chars = characters(source)
     if dataset == "omniglot":
         if split == "test":
             return chars
