@@ -22,6 +22,7 @@ wrong (``F.batch_norm``: pytorch/functorch#534, measured 0.5% off in float64).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,23 +47,23 @@ def current_phase() -> Phase | None:
 
 
 @contextmanager
-def norm_phase(phase: Phase | str) -> Iterator[None]:
+def _setting(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
+    """``var`` set to ``value`` inside the block, restored after it (exceptions included)."""
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
+def norm_phase(phase: Phase | str) -> contextlib.AbstractContextManager[None]:
     """Mark the forward passes inside the block as ``support`` or ``query``."""
-    token = _phase.set(Phase(phase))
-    try:
-        yield
-    finally:
-        _phase.reset(token)
+    return _setting(_phase, Phase(phase))
 
 
-@contextmanager
-def task_scope() -> Iterator[None]:
+def task_scope() -> contextlib.AbstractContextManager[None]:
     """One task: state stored with :func:`task_store` inside it is dropped on exit."""
-    token = _task.set({})
-    try:
-        yield
-    finally:
-        _task.reset(token)
+    return _setting(_task, {})
 
 
 def task_store(owner: object, value: Any) -> None:
@@ -79,14 +80,9 @@ def task_load(owner: object) -> Any | None:
     return None if state is None else state.get(id(owner))
 
 
-@contextmanager
-def vectorized_tasks() -> Iterator[None]:
+def vectorized_tasks() -> contextlib.AbstractContextManager[None]:
     """Mark the block as running under ``torch.func.vmap`` over a meta-batch's tasks."""
-    token = _vectorized.set(True)
-    try:
-        yield
-    finally:
-        _vectorized.reset(token)
+    return _setting(_vectorized, True)
 
 
 def in_vectorized_tasks() -> bool:
@@ -94,18 +90,13 @@ def in_vectorized_tasks() -> bool:
     return _vectorized.get()
 
 
-@contextmanager
-def learning_rate_scale(scale: float) -> Iterator[None]:
+def learning_rate_scale(scale: float) -> contextlib.AbstractContextManager[None]:
     """Mark the block as training at ``scale`` times the run's initial learning rate.
 
     The training loop sets it from its schedule, so that normalizers with a learning
     rate of their own (SWBN's whitening step) can keep their ratio to the network's.
     """
-    token = _lr_scale.set(float(scale))
-    try:
-        yield
-    finally:
-        _lr_scale.reset(token)
+    return _setting(_lr_scale, float(scale))
 
 
 def current_learning_rate_scale() -> float:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import fewnorm.data
 from fewnorm.cli.main import app
 from fewnorm.cli.probe import embedding_state
 from fewnorm.config import RunConfig
@@ -21,7 +22,9 @@ TINY = ["--hidden", "8", "--queries", "3", "--seeds", "2"]
 
 @pytest.fixture(autouse=True)
 def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(loop, "load_split", lambda dataset, split, root=None: make_store(size=28))
+    synthetic = lambda dataset, split, root=None, **options: make_store(size=28)  # noqa: E731
+    monkeypatch.setattr(loop, "load_split", synthetic)  # train() in the meta-learned-init tests
+    monkeypatch.setattr(fewnorm.data, "load_split", synthetic)  # probe reads the data layer itself
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
-import pytest
 import torch
 
 from fewnorm.episodes.heads import FewShotClassifier
 from fewnorm.episodes.maml import InnerLoop, maml_evaluate, maml_train_step
 from fewnorm.norms import get_norm, list_norms
-from tests.episodes.test_maml import tiny_episodes, tiny_model
+from tests.episodes.test_maml import _one_thread, tiny_episodes, tiny_model  # noqa: F401 (autouse)
 
 LEARNED = get_norm("swbn").learned_buffers
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _loop(policy: str, **kwargs: object) -> InnerLoop:
