@@ -26,11 +26,10 @@ from rich.table import Table
 from fewnorm.data.files import KNOWN_FILES, FileStatus, check_file, download_hint
 from fewnorm.data.registry import (
     ALL_DATASETS,
-    DATASETS,
     MINI_IMAGENET,
-    VINYALS,
-    canonical_dataset,
     dataset_files,
+    get_dataset_spec,
+    list_datasets,
 )
 from fewnorm.data.root import (
     describe_data_root,
@@ -42,7 +41,7 @@ from fewnorm.data.root import (
 )
 
 #: What a dataset needs besides its files, said where ``verify`` reports it ready.
-_READY_NOTE = {VINYALS: " (with your --split-file)"}
+_READY_NOTE = {"split-file": " (with your --split-file)"}
 
 app = typer.Typer(
     help="Download, verify and inspect datasets (Omniglot, miniImageNet and cached image stores).",
@@ -112,7 +111,7 @@ def download(
     from fewnorm.data.download import ENV_MIRROR
     from fewnorm.data.download import download as fetch
 
-    if canonical_dataset(dataset) == MINI_IMAGENET and not os.environ.get(ENV_MIRROR, "").strip():
+    if get_dataset_spec(dataset).storage == "layouts" and not os.environ.get(ENV_MIRROR, "").strip():
         from fewnorm.data.minifiles import howto, mini_imagenet_dir
 
         stdout.print(escape(howto(mini_imagenet_dir(describe_data_root(data_root)[0]))), soft_wrap=True)
@@ -159,14 +158,17 @@ def verify(
     and at least one dataset complete.
     """
     root, _ = describe_data_root(data_root)
-    if dataset and canonical_dataset(dataset) == MINI_IMAGENET:
+    spec = get_dataset_spec(dataset) if dataset else None
+    if spec is not None and spec.storage == "layouts":
         _verify_mini_imagenet(root, json_output)
         return
     directory = omniglot_dir(root)
     names = dataset_files(dataset) if dataset else list(KNOWN_FILES)
     by_name = {name: check_file(directory, name) for name in KNOWN_FILES}
     statuses = [by_name[name] for name in names]
-    complete = {d: all(by_name[n].ok for n in dataset_files(d)) for d in DATASETS}
+    zips = [s for s in list_datasets() if s.storage == "zips"]
+    complete = {s.name: all(by_name[n].ok for n in s.files()) for s in zips}
+    notes = {s.name: "".join(_READY_NOTE.get(c, "") for c in s.supports) for s in zips}
     if dataset:
         ok = all(s.ok for s in statuses)
     else:
@@ -176,7 +178,7 @@ def verify(
             {
                 "root": str(root),
                 "directory": str(directory),
-                "dataset": canonical_dataset(dataset) if dataset else None,
+                "dataset": spec.name if spec else None,
                 "ok": ok,
                 "datasets": complete,
                 "files": [s.to_json() for s in statuses],
@@ -187,7 +189,7 @@ def verify(
         for s in statuses:
             if s.problem and s.present:
                 stderr.print(f"[red]{escape(s.problem)}[/]", soft_wrap=True)
-        ready = ", ".join(d + _READY_NOTE.get(d, "") for d, c in complete.items() if c) or "none"
+        ready = ", ".join(d + notes[d] for d, c in complete.items() if c) or "none"
         stdout.print(f"datasets ready: {ready}", soft_wrap=True)
         if not ok:
             bad = [s.name for s in statuses if not s.ok] or list(KNOWN_FILES)

@@ -30,7 +30,7 @@ app = typer.Typer(
     name="fewnorm",
     cls=_FewnormGroup,
     help="Few-shot learning with any normalization layer: train, evaluate, compare, probe, norms, "
-    "algorithms, data.",
+    "algorithms, data, datasets, backbones.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,7 +39,7 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from fewnorm.cli import algorithms, compare, data, evaluate, norms, probe, train
+    from fewnorm.cli import algorithms, backbones, compare, data, datasets, evaluate, norms, probe, train
 
     app.command()(train.train)
     app.command()(evaluate.evaluate)
@@ -48,6 +48,8 @@ def _register_commands() -> None:
     app.add_typer(norms.app, name="norms")
     app.add_typer(algorithms.app, name="algorithms")
     app.add_typer(data.app, name="data")
+    app.add_typer(datasets.app, name="datasets")
+    app.add_typer(backbones.app, name="backbones")
 
 
 @app.callback()

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from fewnorm.data.registry import ALL_DATASETS
 from fewnorm.errors import ConfigError, FewnormError
 
 PLUGIN_HELP = "Load normalizer registration code from FILE.py or package.module (repeatable)."
@@ -19,10 +20,10 @@ SPLIT_FILE_HELP = (
 
 def dataset_options(dataset: str | None, split_file: Path | None) -> dict[str, str | None]:
     """``--dataset`` and ``--split-file`` as config overrides; split files imply their dataset."""
-    from fewnorm.data.registry import VINYALS
+    from fewnorm.data.registry import datasets_supporting
 
     return {
-        "dataset": dataset or (VINYALS if split_file else None),
+        "dataset": dataset or (datasets_supporting("split-file")[0] if split_file else None),
         "split_file": str(split_file) if split_file else None,
     }
 
@@ -51,7 +52,7 @@ def train(
     ),
     dataset: str | None = typer.Option(
         None,
-        help="omniglot | omniglot-minimal | omniglot-vinyals | mini-imagenet (default omniglot-minimal).",
+        help=f"{' | '.join(ALL_DATASETS)}, or a plugin's (`fewnorm datasets`; default omniglot-minimal).",
     ),
     split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
     ways: int | None = typer.Option(None, help="Ways of validation and test episodes (default 5)."),

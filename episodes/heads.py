@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fewnorm.data.registry import get_dataset_spec
 from fewnorm.errors import ConfigError
 from fewnorm.names import normalize_name, unknown_name
 from fewnorm.norms import norm_phase, task_scope
@@ -38,9 +39,6 @@ from fewnorm.norms.affine_divergence import AffineDivergenceLinear
 HEADS = ("linear", "linear-zero", "affine-divergence")
 DEFAULT_HEAD = "linear"
 _ALIASES = {"zero": "linear-zero", "ad": "affine-divergence"}
-
-#: Image side length per dataset: the head's input size is probed with it.
-IMAGE_SIZES = {"omniglot": 28, "omniglotminimal": 28, "omniglotvinyals": 28, "miniimagenet": 84}
 
 
 class FewShotClassifier(nn.Module):
@@ -82,14 +80,8 @@ def build_head(name: str | None, in_features: int, ways: int) -> nn.Module:
 
 
 def image_size(dataset: str) -> int:
-    """The side length of the images of ``dataset`` (the head's input size depends on it)."""
-    size = IMAGE_SIZES.get(normalize_name(dataset))
-    if size is None:
-        raise ConfigError(
-            f"MAML cannot size its head for dataset '{dataset}': image size unknown "
-            f"(known: {', '.join(sorted(IMAGE_SIZES))})"
-        )
-    return size
+    """The side length of the images of ``dataset``, from its spec (the head's input size depends on it)."""
+    return get_dataset_spec(dataset).image_size
 
 
 def embedding_dim(embedding: nn.Module, in_channels: int, size: int) -> int:

@@ -27,7 +27,7 @@ from torch import nn
 from fewnorm.algorithms import get_algorithm_spec, list_algorithms
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data.lake import LakeRun, default_runs_path, load_runs
-from fewnorm.data.registry import VINYALS, canonical_dataset
+from fewnorm.data.registry import datasets_supporting, supports
 from fewnorm.data.splitfile import EVALUATION_ALPHABETS, read_split_files
 from fewnorm.episode import Episode
 from fewnorm.episodes.algorithms import get_algorithm
@@ -38,8 +38,6 @@ from fewnorm.errors import ConfigError, DataError, UnknownNameError
 from fewnorm.runs import load_checkpoint
 
 BENCHMARK = "lake20"
-#: Training datasets alphabet-disjoint from the runs (their test alphabets are not trained on).
-LAKE_SAFE_DATASETS: tuple[str, ...] = ("omniglot", "omniglot-minimal")
 
 
 #: Algorithms with a lake20 protocol: nearest prototype (protonet), a fresh adapted head (the rest).
@@ -103,19 +101,16 @@ def run_error(correct: int, items: int) -> float:
 
 def check_lake_safe(config: RunConfig) -> None:
     """Raise :class:`ConfigError` unless ``config`` trained on an alphabet-disjoint split."""
-    try:
-        dataset = canonical_dataset(config.dataset)
-    except UnknownNameError:
-        dataset = config.dataset
     why = None
-    if dataset == VINYALS:
-        why = _split_file_leak(config)
-    elif dataset not in LAKE_SAFE_DATASETS:
+    if not supports(config.dataset, "lake20"):
         why = "not an Omniglot split known to be alphabet-disjoint from Lake's runs"
+    elif supports(config.dataset, "split-file"):
+        why = _split_file_leak(config)
     if why is not None:
+        safe = datasets_supporting("lake20", without="split-file")
         raise ConfigError(
             f"cannot score this model on {BENCHMARK}: it was trained on '{config.dataset}', {why}; "
-            f"score models trained on {' or '.join(LAKE_SAFE_DATASETS)}, or on split files that keep "
+            f"score models trained on {' or '.join(safe)}, or on split files that keep "
             f"the evaluation alphabets out of training and validation."
         )
     check_lake_algorithm(config.algo, BENCHMARK)

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from fewnorm.config import RunConfig, validate_config
-from fewnorm.data.lakestyle import FOLD_DATASETS, LAKE_STYLE, RUN_WAYS, load_fold, training_alphabets
-from fewnorm.data.registry import canonical_dataset
+from fewnorm.data.lakestyle import LAKE_STYLE, RUN_WAYS, load_fold, training_alphabets
+from fewnorm.data.registry import canonical_dataset, datasets_supporting, supports
 from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.ensemble import AugmentedViews, EmbeddingEnsemble
 from fewnorm.episodes.lake import LakeResult, check_lake_algorithm, correct_counts, run_error
 from fewnorm.episodes.lake_style import LakeStyleRun, draw_runs
 from fewnorm.episodes.loop import resolve_device
 from fewnorm.episodes.reinit import MAML_FAMILY, HeadProtocol, head_protocol
-from fewnorm.errors import ConfigError, UnknownNameError
+from fewnorm.errors import ConfigError
 from fewnorm.metrics import mean_ci95
 from fewnorm.runs import load_checkpoint
 
@@ -72,15 +72,12 @@ class LakeStyleTask:
 
 def check_fold(config: RunConfig, fold: int, data_root: Path | str | None) -> None:
     """Raise :class:`ConfigError` unless ``config`` trained without fold ``fold``'s alphabet."""
-    try:
-        dataset = canonical_dataset(config.dataset)
-    except UnknownNameError:
-        dataset = config.dataset
-    if dataset not in FOLD_DATASETS:
+    if not supports(config.dataset, LAKE_STYLE):
         raise ConfigError(
-            f"{LAKE_STYLE} folds are defined on {' and '.join(FOLD_DATASETS)}; this run trained on "
-            f"'{config.dataset}'."
+            f"{LAKE_STYLE} folds are defined on {' and '.join(datasets_supporting(LAKE_STYLE))}; this run "
+            f"trained on '{config.dataset}'."
         )
+    dataset = canonical_dataset(config.dataset)
     check_lake_algorithm(config.algo, LAKE_STYLE)
     from fewnorm.data.lakestyle import fold_alphabet
 

@@ -155,7 +155,7 @@ class RunConfig(BaseModel):
         if info.context == _KEYS_ONLY or not isinstance(data, Mapping):
             return data
         path = data.get("split_file")
-        vinyals = _is_vinyals(data.get("dataset"))  # otherwise the after-validator says why not
+        vinyals = _supports(data.get("dataset"), "split-file")  # otherwise the after-validator says why not
         if vinyals and isinstance(path, str) and path and not data.get("split_classes"):
             from fewnorm.data.splitfile import read_split_files
 
@@ -200,6 +200,15 @@ class RunConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _known_dataset_and_backbone(self) -> RunConfig:
+        from fewnorm.backbones.registry import get_backbone_spec
+        from fewnorm.data.registry import get_dataset_spec
+
+        get_dataset_spec(self.dataset)  # unknown names list the known ones and the closest
+        get_backbone_spec(self.backbone)
+        return self
+
+    @model_validator(mode="after")
     def _known_buffer_policy(self) -> RunConfig:
         if self.buffer_policy is not None and self.buffer_policy not in BUFFER_POLICIES:
             raise ValueError(f"buffer_policy must be one of {', '.join(BUFFER_POLICIES)}")
@@ -223,8 +232,8 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _rotations_need_fixed_omniglot(self) -> RunConfig:
-        if self.train_rotations is False and not _is_omniglot_fold_dataset(self.dataset):
-            raise ValueError(f"train_rotations applies to omniglot and omniglot-minimal, not {self.dataset}")
+        if self.train_rotations is False and not _supports(self.dataset, "lake-style"):
+            raise ValueError(f"train_rotations applies to {_supporting('lake-style')}, not {self.dataset}")
         return self
 
     @model_validator(mode="after")
@@ -235,9 +244,9 @@ class RunConfig(BaseModel):
             return self
         if self.val_fold is None:
             raise ValueError("val_protocol lake-style needs val_fold (--val-fold K): the alphabet held out")
-        if not _is_omniglot_fold_dataset(self.dataset):
+        if not _supports(self.dataset, "lake-style"):
             raise ValueError(
-                f"val_protocol lake-style applies to omniglot and omniglot-minimal, not {self.dataset}"
+                f"val_protocol lake-style applies to {_supporting('lake-style')}, not {self.dataset}"
             )
         if self.world_size:
             raise ValueError("val_protocol lake-style runs in one process; drop --nproc")
@@ -254,8 +263,11 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _dropblock_needs_resnet12(self) -> RunConfig:
-        if self.dropblock and self.backbone != "resnet12":
-            raise ValueError(f"dropblock applies to the resnet12 backbone only, not {self.backbone}")
+        from fewnorm.backbones.registry import backbones_taking, get_backbone_spec
+
+        if self.dropblock and "dropblock" not in get_backbone_spec(self.backbone).options:
+            names = " and ".join(backbones_taking("dropblock"))
+            raise ValueError(f"dropblock applies to the {names} backbone only, not {self.backbone}")
         return self
 
     @field_validator("split_file")
@@ -266,14 +278,16 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _split_file_needs_vinyals(self) -> RunConfig:
-        vinyals = _is_vinyals(self.dataset)
+        vinyals = _supports(self.dataset, "split-file")
         if vinyals and not self.split_file:
             raise ValueError(
-                "dataset omniglot-vinyals needs split_file (--split-file): a folder with train.txt, "
-                "val.txt and test.txt, as in Snell et al.'s data/omniglot/splits/vinyals/"
+                f"dataset {_canonical_dataset(self.dataset)} needs split_file (--split-file): a folder with "
+                "train.txt, val.txt and test.txt, as in Snell et al.'s data/omniglot/splits/vinyals/"
             )
         if self.split_file and not vinyals:
-            raise ValueError(f"split_file applies to dataset omniglot-vinyals only, not {self.dataset}")
+            raise ValueError(
+                f"split_file applies to dataset {_supporting('split-file')} only, not {self.dataset}"
+            )
         return self
 
     @property
@@ -391,7 +405,7 @@ def resolve_config(file: Path | None = None, overrides: Mapping[str, Any] | None
         where = f"config '{file}'"
     check_keys(values, where)  # name the file when the file itself is wrong
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "split_file" in given or ("dataset" in given and not _is_vinyals(given["dataset"])):
+    if "split_file" in given or ("dataset" in given and not _supports(given["dataset"], "split-file")):
         # Other split files, or another dataset: what the file recorded of its split files goes.
         values = {k: v for k, v in values.items() if k not in ("split_file", "split_classes")}
     return validate_config(values | given, "options")
@@ -413,14 +427,21 @@ def _canonical_algo(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return data if spec is None else {**data, "algo": spec.name}
 
 
-def _is_vinyals(dataset: Any) -> bool:
-    from fewnorm.data.registry import VINYALS
-    from fewnorm.names import normalize_name
+def _supports(dataset: Any, capability: str) -> bool:
+    """Whether ``dataset`` names a registered dataset that supports ``capability``."""
+    from fewnorm.data.registry import supports
 
-    return isinstance(dataset, str) and normalize_name(dataset) == normalize_name(VINYALS)
+    return isinstance(dataset, str) and supports(dataset, capability)
 
 
-def _is_omniglot_fold_dataset(dataset: Any) -> bool:
-    from fewnorm.names import normalize_name
+def _canonical_dataset(dataset: str) -> str:
+    from fewnorm.data.registry import canonical_dataset
 
-    return isinstance(dataset, str) and normalize_name(dataset) in ("omniglot", "omniglotminimal")
+    return canonical_dataset(dataset)
+
+
+def _supporting(capability: str) -> str:
+    """The datasets that support ``capability``, for an error message: ``"a and b"``."""
+    from fewnorm.data.registry import datasets_supporting
+
+    return " and ".join(datasets_supporting(capability))

@@ -102,3 +102,14 @@ class Registry(Generic[S]):
             return
         if self.discoverer is not None:
             self.discoverer(self)
+
+
+def load_object(target: Callable[..., Any] | str) -> Callable[..., Any]:
+    """``target`` itself if callable, else the attribute that ``"module:attribute"`` names, imported now."""
+    if callable(target):
+        return target
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    loaded: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+    return loaded

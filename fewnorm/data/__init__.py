@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 from fewnorm.data.registry import (
     ALL_DATASETS,
     DATASETS,
-    MINI_IMAGENET,
     SPLITS,
-    canonical_dataset,
     dataset_files,
+    get_dataset_spec,
+    list_datasets,
+    register_dataset,
 )
 from fewnorm.data.root import resolve_data_root
-from fewnorm.errors import OptionError
+from fewnorm.data.spec import DatasetSpec
 
 if TYPE_CHECKING:
     from fewnorm.data.store import ImageStore
@@ -29,29 +30,28 @@ __all__ = [
     "ALL_DATASETS",
     "DATASETS",
     "SPLITS",
+    "DatasetSpec",
     "ImageStore",
     "dataset_files",
+    "get_dataset_spec",
+    "list_datasets",
     "load_split",
+    "register_dataset",
     "resolve_data_root",
 ]
 
 
 def load_split(dataset: str, split: str, root: Path | str | None = None, **options: Any) -> ImageStore:
-    """The uint8 image store of one split of ``dataset`` (any of :data:`ALL_DATASETS`).
+    """The uint8 image store of one split of ``dataset``, from its registered loader.
 
     Omniglot datasets take the options of :func:`fewnorm.data.omniglot.load_split`
-    (``image_size``, ``rotations``, ``split_file``, ``split_classes``); ``mini-imagenet`` takes none
-    (:func:`fewnorm.data.miniimagenet.load_split`).
+    (``image_size``, ``rotations``, ``split_file``, ``split_classes``, ``lake_fold``);
+    ``mini-imagenet`` takes none (:func:`fewnorm.data.miniimagenet.load_split`); a plugin's
+    dataset those its loader takes.
     """
-    if canonical_dataset(dataset) == MINI_IMAGENET:
-        if options:
-            raise OptionError(f"{MINI_IMAGENET} takes no load options, got {', '.join(options)}.")
-        from fewnorm.data.miniimagenet import load_split as load_mini
-
-        return load_mini(split, root)
-    from fewnorm.data.omniglot import load_split as load_omniglot
-
-    return load_omniglot(dataset, split, root, **options)
+    spec = get_dataset_spec(dataset)
+    store: ImageStore = spec.load()(spec.name, split, root, **options)
+    return store
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,7 @@ from typing import Literal
 
 from fewnorm.data.files import KNOWN_FILES, corrupt_message, file_digests
 from fewnorm.data.minifiles import LAYOUT_FILES, mini_imagenet_dir
-from fewnorm.data.registry import DEFAULT_SUBSET, MINI_IMAGENET, canonical_dataset, subset_files
+from fewnorm.data.registry import MINI_IMAGENET, get_dataset_spec, subset_files
 from fewnorm.data.root import omniglot_dir, resolve_data_root
 from fewnorm.errors import DataError
 from fewnorm.filemode import apply_umask
@@ -103,12 +103,14 @@ def download(
     and intact are skipped. Raises :class:`DataError` on a network failure or a checksum
     mismatch, leaving no partial file. ``mini-imagenet`` goes to :func:`download_mini_imagenet`.
     """
-    dataset = canonical_dataset(dataset)
-    if dataset == MINI_IMAGENET:
+    spec = get_dataset_spec(dataset)
+    if spec.download_subset is None:
         if subset is not None:
-            raise DataError(f"{MINI_IMAGENET} has no download subsets; drop --subset.")
+            raise DataError(f"{spec.name} has no download subsets; drop --subset.")
+        if spec.storage != "layouts":
+            raise DataError(f"{spec.name} has nothing to download: {spec.download_hint or 'its loader'}.")
         return download_mini_imagenet(root, progress=progress, timeout=timeout)
-    names = subset_files(subset or DEFAULT_SUBSET[dataset])
+    names = subset_files(subset or spec.download_subset)
     return _download_all(names, omniglot_dir(resolve_data_root(root)), base_url(), progress, timeout)
 
 

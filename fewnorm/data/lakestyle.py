@@ -32,7 +32,7 @@ from fewnorm.data.omniglot import (
     characters,
     select,
 )
-from fewnorm.data.registry import canonical_dataset, split_files
+from fewnorm.data.registry import canonical_dataset, datasets_supporting, split_files, supports
 from fewnorm.data.root import omniglot_dir, resolve_data_root, store_cache_dir
 from fewnorm.data.store import STORE_VERSION, ImageStore, load_or_build
 from fewnorm.errors import ConfigError, DataError
@@ -41,8 +41,6 @@ from fewnorm.errors import ConfigError, DataError
 LAKE_STYLE = "lake-style"
 #: Every lake-style run is 20-way 1-shot, as Lake's.
 RUN_WAYS = 20
-#: Datasets with lake-style folds: alphabet-disjoint Omniglot splits with whole alphabets in training.
-FOLD_DATASETS: tuple[str, ...] = ("omniglot", "omniglot-minimal")
 _FILE_RE = re.compile(r"^\d{4}_(?P<drawer>\d{2})\.png$")
 
 
@@ -74,8 +72,11 @@ def drawer_of(path: str) -> int:
 
 def _source(dataset: str, root: Path) -> Source:
     dataset = canonical_dataset(dataset)
-    if dataset not in FOLD_DATASETS:
-        raise ConfigError(f"lake-style folds are defined on {' and '.join(FOLD_DATASETS)}, not '{dataset}'.")
+    if not supports(dataset, LAKE_STYLE):
+        raise ConfigError(
+            f"lake-style folds are defined on {' and '.join(datasets_supporting(LAKE_STYLE))}, "
+            f"not '{dataset}'."
+        )
     (source,) = require_sources(
         omniglot_dir(root), split_files(dataset, "train"), needed_by=f"lake-style folds of '{dataset}'"
     )

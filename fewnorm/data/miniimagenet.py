@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,7 +39,7 @@ from fewnorm.data.minifiles import (
 from fewnorm.data.registry import MINI_IMAGENET, check_split
 from fewnorm.data.root import CACHE_SUBDIR, ENV_CACHE, is_writable_dir, resolve_data_root, user_store_dir
 from fewnorm.data.store import STORE_VERSION, ImageStore, load_or_build
-from fewnorm.errors import DataError
+from fewnorm.errors import DataError, OptionError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,6 +72,15 @@ def load_split(split: str, root: Path | str | None = None) -> ImageStore:
     return load_or_build(
         cache_path, lambda: build_store(source), f"{MINI_IMAGENET}/{split} ({source.layout} layout)"
     )
+
+
+def load_dataset_split(
+    dataset: str, split: str, root: Path | str | None = None, **options: Any
+) -> ImageStore:
+    """:func:`load_split` as the dataset registry calls loaders; miniImageNet takes no options."""
+    if options:
+        raise OptionError(f"{dataset} takes no load options, got {', '.join(options)}.")
+    return load_split(split, root)
 
 
 def cache_dir(root: Path) -> Path:
