@@ -1,4 +1,4 @@
-"""Public conformance kit for normalizers: ``check_normalizer(name_or_factory)``.
+"""Public conformance kit: ``check_normalizer(name_or_factory)``, and ``check_algorithm(name)``.
 
 Plugin authors run it in their own test suites::
 
@@ -28,6 +28,9 @@ from torch.func import functional_call
 from fewnorm.errors import UnknownNameError
 from fewnorm.norms import NormKind, NormSpec, get_norm, norm_phase, task_scope
 from fewnorm.norms.spec import CONV_GEOMETRY
+from fewnorm.testing_algorithm import AlgorithmConformanceError, check_algorithm
+
+__all__ = ["AlgorithmConformanceError", "ConformanceError", "check_algorithm", "check_normalizer"]
 
 CHECKS = (
     "shape",
