@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 FEWNORM := $(VENV)/bin/fewnorm
 STAMP := $(VENV)/.fewnorm-installed
 EXAMPLE_PLUGIN := tests/plugins/fewnorm-example-norm
+# An algorithm and a dataset through entry points (tests/cli/test_extension_plugin.py).
+EXAMPLE_EXTENSION := tests/plugins/fewnorm-example-extension
 # The two small Omniglot zips beside the checkout, when present (tests and demo read them).
 SHARED_DATA := $(wildcard ../shared/datasets/omniglot/images_background_small1.zip)
 export FEWNORM_DATA ?= $(if $(SHARED_DATA),$(abspath ../shared/datasets),)
@@ -21,13 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[plot]'
 	touch $(STAMP)
 
-# The development install: the tools, Ray, TensorBoard, learn2learn and the example plugin the tests use.
+# The development install: the tools, Ray, TensorBoard, learn2learn and the example plugins the tests use.
 dev: $(DEV_STAMP)
 
-$(DEV_STAMP): $(STAMP)
+$(DEV_STAMP): $(STAMP) $(EXAMPLE_EXTENSION)/pyproject.toml
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,plot,ray,tensorboard]'
 	tools/build_learn2learn.sh $(PY) .wheels
-	$(PY) -m pip install -q --no-deps --no-build-isolation $(EXAMPLE_PLUGIN)
+	$(PY) -m pip install -q --no-deps --no-build-isolation $(EXAMPLE_PLUGIN) $(EXAMPLE_EXTENSION)
 	touch $(DEV_STAMP)
 
 test: dev
