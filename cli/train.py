@@ -52,7 +52,7 @@ def train(
     ),
     dataset: str | None = typer.Option(
         None,
-        help=f"{' | '.join(ALL_DATASETS)}, or a plugin's (`fewnorm datasets`; default omniglot-minimal).",
+        help=f"{' | '.join(ALL_DATASETS)} (default omniglot-minimal; `fewnorm datasets` lists plugins' too).",
     ),
     split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
     ways: int | None = typer.Option(None, help="Ways of validation and test episodes (default 5)."),
