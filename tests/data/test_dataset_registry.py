@@ -162,3 +162,17 @@ def test_datasets_command_lists_and_shows(squares: DatasetSpec) -> None:
     )
     unknown = runner.invoke(app, ["datasets", "show", "omniglott"])
     assert unknown.exit_code == 2 and "Did you mean 'omniglot'?" in unknown.stderr
+
+
+def test_listings_and_validation_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from fewnorm.cli.main import app; "
+        "from fewnorm.config import RunConfig; RunConfig(dataset='mini-imagenet', backbone='resnet12'); "
+        "[CliRunner().invoke(app, c) for c in (['datasets'], ['datasets', 'show', 'omniglot'], "
+        "['backbones'])]; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
