@@ -38,8 +38,8 @@ from fewnorm.allocator import keep_freed_memory
 from fewnorm.cli.render import train_progress
 from fewnorm.config import RunConfig, resolve_config
 from fewnorm.data.store import ImageStore
-from fewnorm.episodes.algorithms import get_algorithm, memory_format
 from fewnorm.episodes.loop import EpisodeLog, _deferred_sigint, train
+from fewnorm.episodes.plan import plan_run
 from fewnorm.episodes.protonet import protonet_loss, protonet_train_step
 from fewnorm.episodes.sampler import Episode, EpisodeSampler
 from fewnorm.norms import norm_phase, task_scope
@@ -166,16 +166,17 @@ class Bench:
 
     def __init__(self, store: ImageStore, args: argparse.Namespace) -> None:
         c = self.config = run_config(2, args)
-        self.store, self.device, self.algorithm = store, args.device, get_algorithm(c)
+        self.plan = plan_run(c)
+        self.store, self.device, self.algorithm = store, args.device, self.plan.algorithm
         self.amp = args.amp == "bf16"
         self.sampler = EpisodeSampler(store, c.effective_train_ways, c.effective_train_shots, c.train_queries)
         self.bare = BareSampler(store, self.sampler.ways, self.sampler.shots, c.train_queries, args.device)
 
     def model(self, bare: bool, nhwc: bool = False, *, float32: bool = False) -> nn.Module:
         """A fresh seeded model; ``float32`` ignores ``--amp`` (the equality check runs without it)."""
-        config = self.config.model_copy(update={"amp": None}) if float32 else self.config
-        torch.manual_seed(config.seed)
-        model = self.algorithm.build(config, self.store.image_shape[0]).to(self.device)
+        plan = plan_run(self.config.model_copy(update={"amp": None})) if float32 else self.plan
+        torch.manual_seed(plan.config.seed)
+        model = plan.build_model(self.store.image_shape[0]).to(self.device)
         return bare_model(model, nhwc) if bare else model
 
     def generator(self) -> torch.Generator:
@@ -244,7 +245,7 @@ def main_table(bench: Bench, flops: int, out: Path, args: argparse.Namespace) ->
     table = timing.new_table(
         title, "side", "ms / episode", "x bare", "x faster bare", "GFLOP/s", "of peak", "goal"
     )
-    layout = memory_format(bench.config)[1].split(":")[0]
+    layout = bench.plan.decisions["layout"].reason.split(":")[0]
     sides = (
         ("fewnorm", f"fewnorm train() loop ({layout})"),
         ("bare", "bare PyTorch loop (NCHW)"),

@@ -5,30 +5,24 @@ holds one run directory per (normalizer, seed). Re-running the same command
 skips finished and diverged runs, resumes interrupted ones from their
 ``last.pt`` and restarts broken ones. ``--jobs N`` trains N runs at once in
 spawned processes, each with ``--threads`` torch threads (default: cores // N);
-``--engine ray`` submits each run as a Ray task instead (:mod:`fewnorm.cli.compare_ray`).
+``--engine ray`` submits each run as a Ray task instead (:mod:`fewnorm.episodes.sweep_ray`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, dataset_options, load_plugins
+from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, dataset_options
 from fewnorm.errors import ConfigError
+from fewnorm.norms.plugins import load_plugins
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from fewnorm.compare import Row, Sweep
-
-
-#: ``--jobs 0`` trains at most this many runs at once (each process holds its own copy of the data).
-MAX_AUTO_JOBS = 4
-#: Where ``--engine`` trains the runs: a local process pool, or tasks on a Ray cluster.
-ENGINES = ("local", "ray")
 
 
 def parse_scoped_options(pairs: list[str] | None) -> dict[str, dict[str, str]]:
@@ -54,29 +48,6 @@ def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"--set expects key=value, got '{pair}'")
         out[key.strip()] = yaml.safe_load(value) if value.strip() else None
     return out
-
-
-def check_engine(engine: str, address: str | None, jobs: int) -> str:
-    """The engine's name, after checking the options that belong to one engine only."""
-    name = engine.strip().lower()
-    if name not in ENGINES:
-        raise ConfigError(f"unknown --engine '{engine}'; known engines: {', '.join(ENGINES)}")
-    if address is not None and name != "ray":
-        raise ConfigError("--address names a Ray cluster: use it with --engine ray")
-    if name == "ray" and jobs:
-        raise ConfigError(
-            "--jobs is for the local engine: with --engine ray every run is a task and Ray runs as many "
-            "at once as the cluster's CPUs allow (each asks for --threads)"
-        )
-    return name
-
-
-def cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def compare(
@@ -133,17 +104,15 @@ def compare(
 ) -> None:
     """Train several normalizers on identical episodes and compare them with paired statistics."""
     from fewnorm.compare import build_sweep, read_sweep_file
+    from fewnorm.episodes.sweep_run import check_engine, check_parallelism
 
     load_plugins(plugin)
-    if jobs < 0:
-        raise ConfigError(f"--jobs must be 0 (automatic) or positive, got {jobs}")
-    if threads is not None and threads < 1:  # 0 is not "the default": refused, as train refuses it
-        raise ConfigError(f"--threads must be positive, got {threads}")
+    check_parallelism(jobs, threads)
     engine = check_engine(engine, address, jobs)
     if engine == "ray":
-        from fewnorm.cli.compare_ray import require_ray
+        from fewnorm.episodes.sweep_ray import require_ray
 
-        require_ray()
+        require_ray()  # before the sweep is built: a missing Ray is the first thing to say
     overrides = parse_settings(setting) | {
         k: v
         for k, v in {
@@ -193,96 +162,33 @@ def run_sweep(
     engine: str = "local",
     address: str | None = None,
 ) -> None:
-    """Check, train what is missing (on ``engine``: local | ray), then read every run back and report.
-
-    The sweep directory belongs to this process meanwhile: a second ``compare`` with the
-    same ``--out`` is refused in one line (each run directory is locked by its training too).
-    """
-    from fewnorm.runs import RunDir
-
-    with RunDir(out).lock("sweep directory"):
-        _run_sweep(sweep, out, jobs, threads, plugins, progress, plots, json_output, engine, address)
-
-
-def _run_sweep(
-    sweep: Sweep,
-    out: Path,
-    jobs: int,
-    threads: int | None,
-    plugins: list[str] | None,
-    progress: bool,
-    plots: bool,
-    json_output: bool,
-    engine: str,
-    address: str | None,
-) -> None:
-    from fewnorm.cli.compare_exec import SweepInterrupted, execute, plan_tasks, preflight
+    """Run the sweep (:func:`fewnorm.episodes.sweep_run.run_sweep`) and render its results."""
     from fewnorm.cli.render import print_json, stdout
-    from fewnorm.compare import check_manifest, read_run, row_record, summarize, write_results
+    from fewnorm.cli.sweep_view import sweep_display
+    from fewnorm.compare import row_record
+    from fewnorm.episodes.sweep import SweepInterrupted
+    from fewnorm.episodes.sweep_run import run_sweep as run
+    from fewnorm.episodes.sweep_run import sweep_title
 
-    if engine == "ray":
-        from fewnorm.cli.compare_ray import gpus_per_run
-
-        gpus_per_run(sweep.base.get("device") or "cpu")  # refuse cuda:N before any data is read
-    preflight(sweep)
-    check_manifest(out, sweep)
-    tasks = plan_tasks(sweep, out)
-    planned = sweep.runs()
-    if len(tasks) < len(planned):
-        typer.echo(
-            f"{len(planned) - len(tasks)}/{len(planned)} runs already done in {out}; skipped", err=True
-        )
-    show = progress and not json_output
     try:
-        if engine == "ray":
-            from fewnorm.cli.compare_ray import execute_ray
-
-            failures = execute_ray(tasks, threads or 1, plugins or [], show, address)
-        else:
-            jobs = min(jobs or min(cores(), MAX_AUTO_JOBS), max(1, len(tasks)))
-            failures = execute(tasks, jobs, threads or max(1, cores() // jobs), plugins or [], show)
+        outcome = run(sweep, out, jobs=jobs, threads=threads, plugins=plugins, engine=engine,
+                      address=address, display=sweep_display(progress and not json_output, out),
+                      plots=plots)  # fmt: skip
     except SweepInterrupted as stop:
         typer.echo(
             f"interrupted ({stop}); finished runs are kept: re-run the same command to resume", err=True
         )
         raise typer.Exit(130) from None
-    results = [read_run(out / r.name, r, failures.get(r.name, "")) for r in planned]
-    rows = summarize(sweep, results)
-    write_results(out, sweep, rows, results)
-    title = _title(sweep)
-    if plots:
-        from fewnorm.compare import sweep_curves
-        from fewnorm.plots import norm_colors, plot_accuracy, plot_curves
-
-        colors = norm_colors([e.label for e in sweep.norms])  # one colour per normalizer in both
-        ways = planned[0].config.get("ways") if planned else None
-        plot_accuracy(
-            rows,
-            out / "accuracy.png",
-            baseline=sweep.baseline,
-            title=title,
-            colors=colors,
-            chance=1 / ways if isinstance(ways, int) and ways > 0 else None,
-        )
-        plot_curves(sweep_curves(results), out / "curves.png", title=title, colors=colors)
+    rows = outcome.rows
     if json_output:
         print_json({"out": str(out), "baseline": sweep.baseline, "rows": [row_record(r) for r in rows]})
         return
-    stdout.print(results_table(rows, sweep, title))
+    stdout.print(results_table(rows, sweep, sweep_title(sweep)))
     for row in rows:  # a collapsed row is no finding: say why next to the table
         if row.status.startswith("collapsed"):
             stdout.print(f"[red]{row.label}[/]: {row.message}")
     written = "results.csv, results.json" + (", accuracy.png, curves.png" if plots else "")
     stdout.print(f"[dim]{out}: {written}[/]")
-
-
-def _title(sweep: Sweep) -> str:
-    b = sweep.base
-    seeds = f"{len(sweep.seeds)} seeds" if len(sweep.seeds) > 1 else f"seed {sweep.seeds[0]}"
-    return (
-        f"{b['algo']} {b['backbone']} on {b['dataset']}, {b['ways']}-way {b['shots']}-shot, "
-        f"{b['episodes']} episodes, {b['test_episodes']} test episodes, {seeds}"
-    )
 
 
 def _pct(value: float) -> str:

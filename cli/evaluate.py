@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from fewnorm.cli.train import PLUGIN_HELP, load_plugins
+from fewnorm.cli.train import PLUGIN_HELP
 from fewnorm.errors import ConfigError
 from fewnorm.names import normalize_name, unknown_name
+from fewnorm.norms.plugins import load_plugins
 
 if TYPE_CHECKING:
     from fewnorm.episodes.lake import LakeResult

@@ -15,8 +15,9 @@ from typing import Any
 import typer
 
 from fewnorm.cli.compare import parse_scoped_options
-from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, dataset_options, load_plugins
+from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, dataset_options
 from fewnorm.errors import ConfigError
+from fewnorm.norms.plugins import load_plugins
 
 DEFAULT_NORMS = "batchnorm,layernorm,instancenorm,groupnorm,none"
 
@@ -73,7 +74,10 @@ def probe(
     if trained and norms is None:
         entries = [dataclasses.replace(entries[0], options=dict(base.norm_options))]
 
-    series = _run(base, entries, trained, range(seed, seed + seeds))
+    from fewnorm.episodes.probing import probe_normalizers
+
+    triples = [(e.label, e.norm, e.options) for e in entries]
+    series = probe_normalizers(base, triples, range(seed, seed + seeds), trained)
     title = (
         f"{base.backbone} on {base.dataset}, {base.ways}-way {base.shots}-shot episodes "
         f"({base.queries} queries), mean of {seeds} seed{'s' if seeds > 1 else ''}"
@@ -92,53 +96,6 @@ def probe(
         return
     stdout.print(_table(series, title))
     stdout.print(f"[dim]{folder}: probe.json" + (", probe.png" if plots else "") + "[/]")
-
-
-def _run(base: Any, entries: list[Any], trained: dict[str, Any] | None, seeds: range) -> dict[str, Any]:
-    """Label -> per-layer stats averaged over ``seeds``; the trained checkpoint last."""
-    import torch
-
-    from fewnorm.data import load_split
-    from fewnorm.episodes.algorithms import build_embedding
-    from fewnorm.episodes.protonet import protonet_loss
-    from fewnorm.episodes.sampler import EpisodeSampler
-    from fewnorm.norms import NormKind, get_norm
-    from fewnorm.probe import average_stats, norm_layers, normalizer_type, probe_model
-
-    store = load_split(base.dataset, "train", base.data_root, **base.data_options)
-    sampler = EpisodeSampler(store, base.ways, base.shots, base.queries, split="train")
-    channels = store.image_shape[0]
-    episodes = [sampler.sample(torch.Generator().manual_seed(s)) for s in seeds]
-
-    def measure(config: Any, state: dict[str, Any] | None) -> list[Any]:
-        kind = normalizer_type(config.norm, config.norm_options, channels, config.hidden)
-        owns_conv = get_norm(config.norm).kind is NormKind.CONV
-        runs = []
-        for s, episode in zip(seeds, episodes, strict=True):
-            torch.manual_seed(s)
-            model = build_embedding(config, channels)
-            if state is not None:
-                model.load_state_dict(state)
-            layers = norm_layers(model, kind, owns_conv=owns_conv)
-            runs.append(probe_model(model, layers, episode, owns_conv=owns_conv, loss=protonet_loss))
-        return average_stats(runs)
-
-    series = {}
-    for e in entries:
-        series[e.label] = measure(base.model_copy(update={"norm": e.norm, "norm_options": e.options}), None)
-    if trained is not None:
-        config = type(base).model_validate(trained["config"])
-        series[f"{config.norm} (trained)"] = measure(config, embedding_state(trained["model"], config.algo))
-    return series
-
-
-def embedding_state(model_state: dict[str, Any], algo: str) -> dict[str, Any]:
-    """The backbone's part of a checkpoint: a ProtoNet is all backbone; MAML-family models
-    (``FewShotClassifier``) keep it under ``embedding.``, beside the head (the meta-learned init)."""
-    if algo == "protonet":
-        return model_state
-    prefix = "embedding."
-    return {k.removeprefix(prefix): v for k, v in model_state.items() if k.startswith(prefix)}
 
 
 def _table(series: dict[str, Any], title: str) -> Any:

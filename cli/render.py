@@ -190,9 +190,9 @@ def summary_table(summary: RunSummary) -> Table:
             f"{cfg.effective_train_ways} / {cfg.effective_train_shots} / {cfg.train_queries}",
         ),
         ("training episodes", str(c["episodes"])),
-        *_meta_batch_rows(cfg),
-        ("activations", _memory_format(cfg)),
-        ("precision", _precision(cfg.amp)),
+        *_meta_batch_rows(cfg, summary),
+        ("activations", _decision(summary, "layout")),
+        ("precision", _decision(summary, "precision")),
         _validation_row(cfg, summary),
         ("test accuracy (95% CI)", collapse_cell(summary.test, summary.collapse)),
         ("test episodes", str(summary.test.n)),
@@ -219,46 +219,16 @@ def collapse_cell(accuracy: Any, collapse: dict[str, str] | None) -> str:
     )
 
 
-def _precision(amp: str | None) -> str:
-    """The run's precision: float32, or the autocast dtype of the backbone's forward passes."""
-    if amp in (None, "none"):
-        return "float32"
-    return f"{amp} autocast (backbone forward passes), float32 weights"
+def _decision(summary: RunSummary, name: str) -> str:
+    """The reason the run's plan gave for decision ``name`` (``summary.json``'s ``plan``)."""
+    return str(summary.plan[name]["reason"]) if name in summary.plan else "not recorded"
 
 
-def _memory_format(config: Any) -> str:
-    """The backbone's activation layout and why (the flag, or the normalizer's declaration)."""
-    from fewnorm.episodes.algorithms import memory_format
-
-    return memory_format(config)[1]
-
-
-def _meta_batch_rows(config: Any) -> list[tuple[str, str]]:
-    """The MAML family's meta-batch and how its tasks ran (vectorized or the per-task loop)."""
-    if config.algo == "protonet":
+def _meta_batch_rows(config: Any, summary: RunSummary) -> list[tuple[str, str]]:
+    """How a gradient-based method ran its meta-batch (vectorized or the per-task loop), and its buffers."""
+    if "vectorized" not in summary.plan:
         return []
-    from fewnorm.episodes.algorithms import meta_batch_path
-
-    vectorized, why = meta_batch_path(config)
-    if vectorized:
-        chunks = min(config.effective_vectorize_chunks, config.meta_batch)  # as task_chunks splits
-        why += f", {chunks} vmap call{'s' * (chunks > 1)} per step"
     return [
-        ("meta-batch", f"{config.meta_batch} tasks per step; {why}"),
-        ("buffers", _buffer_roles(config)),
+        ("meta-batch", f"{config.meta_batch} tasks per step; {_decision(summary, 'vectorized')}"),
+        ("buffers", _decision(summary, "buffers")),
     ]
-
-
-def _buffer_roles(config: Any) -> str:
-    """The MAML buffer policy, with what it does to this normalizer's buffers."""
-    from fewnorm.norms import get_norm
-
-    policy = config.effective_buffer_policy
-    learned = get_norm(config.norm).learned_buffers
-    if policy == "global":
-        return "global: every buffer written back to the meta-model (ablation)"
-    if policy == "per_task":
-        return "per_task: every buffer cloned per task and dropped (ablation)"
-    if learned:
-        return f"by_role: statistics per task; {', '.join(learned)} learned across tasks"
-    return "by_role: statistics per task (no learned buffers)"

@@ -39,13 +39,6 @@ def parse_norm_options(pairs: list[str] | None) -> dict[str, str]:
     return options
 
 
-def load_plugins(targets: list[str] | None) -> None:
-    from fewnorm.norms import load_plugin
-
-    for target in targets or []:
-        load_plugin(target)
-
-
 def train(
     algo: str | None = typer.Option(
         None, help="Algorithm: protonet | maml | fomaml | anil (default protonet)."
@@ -187,7 +180,7 @@ def train(
     from fewnorm import torchrun
     from fewnorm.config import default_threads, resolve_config
     from fewnorm.distributed import check_resume_world_size
-    from fewnorm.norms.plugins import require_recorded_norm
+    from fewnorm.norms.plugins import load_plugins, require_recorded_norm
     from fewnorm.tracking import check_loggers
 
     loggers = check_loggers(logger)
@@ -253,12 +246,16 @@ def train(
     else:
         resolved = resolve_config(config, overrides | {"world_size": processes})
         _refuse_unused_options(resolved.algo, overrides)
-        resolved = _check_norm(resolved, parse_norm_options(norm_opt))
         if resolved.threads is None:
             resolved = resolved.model_copy(update={"threads": default_threads(processes or 1)})
+    from fewnorm.episodes.plan import plan_run
+
+    plan = plan_run(resolved, None if resume else parse_norm_options(norm_opt))  # every name, once
+    resolved = plan.config
+    if resume is None:
         run_dir = out or _default_out(resolved.dataset, resolved.norm)
     if nproc is not None:
-        _launch(nproc, resolved, run_dir, resume is not None, plugin, json_output, progress, loggers)
+        _launch(nproc, plan, run_dir, resume is not None, plugin, json_output, progress, loggers)
         return
     leader = torchrun.launched_rank() in (None, 0)  # other ranks train silently
 
@@ -275,7 +272,7 @@ def train(
     try:
         with train_progress(progress and not json_output and leader) as bars:
             summary = run_training(
-                resolved,
+                plan,
                 run_dir,
                 resume=resume is not None,
                 on_episode=bars.on_episode,
@@ -328,45 +325,6 @@ def _refuse_unused_options(algo: str, overrides: dict[str, Any]) -> None:
         raise ConfigError(f"{flags} apply to maml, fomaml and anil; protonet does not use them: drop {flags}")
 
 
-def _check_norm(config: Any, cli_options: dict[str, str]) -> Any:
-    """Canonical normalizer name and typed options, checked before any data is loaded."""
-    from fewnorm.backbones import conv_norm_act
-    from fewnorm.norms import get_norm
-
-    spec = get_norm(config.norm)
-    options = spec.check_options({**config.norm_options, **cli_options})
-    block = conv_norm_act(1, config.hidden, spec.name, options)  # bad option values fail here, not mid-run
-    _dry_run(block, spec, config.hidden)
-    return config.model_copy(update={"norm": spec.name, "norm_options": options})
-
-
-def _dry_run(block: Any, spec: Any, channels: int) -> None:
-    """One tiny training-mode forward of a conv block with the normalizer: a layer that fails,
-    or returns another shape than its input's, is refused here in one line, not mid-run."""
-    import torch
-
-    from fewnorm.errors import OptionError, PluginError
-
-    error = OptionError if spec.source == "fewnorm" else PluginError
-    where = "" if spec.source == "fewnorm" else f" (from {spec.source})"
-    batch = torch.linspace(-1.0, 1.0, 2 * 8 * 8).reshape(2, 1, 8, 8)
-    expected = (2, channels, 8, 8)
-    try:
-        with torch.no_grad():
-            out = block.train()(batch)
-    except Exception as exc:
-        message = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise error(
-            f"normalizer '{spec.name}'{where} fails in a conv block on a (2, 1, 8, 8) batch: {message}"
-        ) from None
-    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    if shape != expected:
-        raise error(
-            f"normalizer '{spec.name}'{where} returns {shape} for a {expected} input; "
-            "a normalizer must return a tensor of its input's shape"
-        )
-
-
 def _default_out(dataset: str, norm: str) -> Path:
     from fewnorm.runs import default_run_dir
 
@@ -375,7 +333,7 @@ def _default_out(dataset: str, norm: str) -> Path:
 
 def _launch(
     nproc: int,
-    config: Any,
+    plan: Any,
     run_dir: Path,
     resume: bool,
     plugins: list[str] | None,
@@ -388,12 +346,12 @@ def _launch(
 
     import yaml
 
-    from fewnorm.data import load_split
     from fewnorm.episodes.loop import check_run_dir
     from fewnorm.runs import LOCK_HELD_ENV, RunDir
     from fewnorm.torchrun import launch
 
     # What the ranks would refuse is refused here, in one line; the cache is decoded by one process.
+    config = plan.config
     check_run_dir(config, run_dir, resume=resume)
     runs = RunDir(run_dir)
     flags = [f"--plugin={p}" for p in plugins or []]
@@ -402,8 +360,7 @@ def _launch(
     with runs.lock(), tempfile.TemporaryDirectory(prefix="fewnorm-nproc-") as tmp:  # held for the workers
         if not resume:
             runs.prepare()
-        for split in ("train", "val", "test"):
-            load_split(config.dataset, split, config.data_root, **config.data_options)
+        plan.splits(("train", "val", "test"))
         if resume:
             args = ["train", "--resume", str(run_dir), *flags]
         else:

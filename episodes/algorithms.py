@@ -7,21 +7,20 @@ episodes, and scores one episode without changing the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
 from torch import nn
 
-from fewnorm.algorithms import get_algorithm_spec
 from fewnorm.backbones import build_backbone
 from fewnorm.config import RunConfig
 from fewnorm.episode import Episode, StepResult
 from fewnorm.episodes.heads import build_classifier, canonical_head, image_size
 from fewnorm.episodes.maml import InnerLoop, maml_evaluate, maml_evaluate_many, maml_train_step
+from fewnorm.episodes.plan import RunPlan, plan_run
 from fewnorm.episodes.protonet import protonet_evaluate, protonet_loss, protonet_train_step
 from fewnorm.errors import ConfigError
-from fewnorm.norms import get_norm
 from fewnorm.precision import autocast_forward
 
 
@@ -34,6 +33,12 @@ class EpisodeScorer(Protocol):
 
 
 class Algorithm(Protocol):
+    """A few-shot method, made by its registered factory from a run plan (``factory(plan)``).
+
+    ``build`` and ``optimizer`` receive the plan's config; the normalizer comes bound from the
+    plan (:func:`build_embedding`), never by name.
+    """
+
     name: str
 
     def build(self, config: RunConfig, in_channels: int) -> nn.Module: ...
@@ -51,37 +56,22 @@ class Algorithm(Protocol):
     def eval_chunk(self) -> int: ...
 
 
-def build_embedding(config: RunConfig, in_channels: int) -> nn.Module:
-    """The configured backbone with the configured normalizer, autocast as ``config.amp`` says.
+def build_embedding(plan: RunPlan, in_channels: int) -> nn.Module:
+    """The planned backbone with the bound normalizer, autocast as ``config.amp`` says.
 
     Autocast sits on the backbone, which fresh heads share (:mod:`fewnorm.episodes.reinit`);
     a MAML head is one small linear layer and stays float32.
     """
+    config = plan.config
     backbone = build_backbone(
         config.backbone,
         in_channels=in_channels,
-        norm=get_norm(config.norm).bind(**config.norm_options),  # checked once for every block
+        norm=plan.norm,  # bound once, in the plan: no block looks the name up again
         hidden=config.hidden,
         dropblock=config.dropblock,
-        channels_last=memory_format(config)[0],
+        channels_last=plan.decided("layout"),
     )
     return autocast_forward(backbone, config.amp)
-
-
-def memory_format(config: RunConfig) -> tuple[bool, str]:
-    """Whether the backbone runs on NHWC activations, and why: the flag, else the normalizer's say.
-
-    A run records its resolved layout, so a value equal to the normalizer's declaration
-    is reported as the declaration's (the summary of a default run must not name a flag
-    nobody passed); one against it came from the flag, or from a run recorded when the
-    normalizer declared otherwise.
-    """
-    declared, why = get_norm(config.norm).memory_format_status()
-    if config.channels_last is None or config.channels_last == declared:
-        return declared, why
-    if config.channels_last:
-        return True, "NHWC (--channels-last, or as recorded in the run)"
-    return False, "NCHW (--no-channels-last, or as recorded in the run)"
 
 
 class ProtoNet:
@@ -89,11 +79,11 @@ class ProtoNet:
 
     name = "protonet"
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan, self.config = plan, plan.config
 
     def build(self, config: RunConfig, in_channels: int) -> nn.Module:
-        return build_embedding(config, in_channels)
+        return build_embedding(self.plan, in_channels)
 
     def optimizer(self, model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -146,31 +136,6 @@ def check_maml_config(config: RunConfig) -> None:
     canonical_head(config.head)  # an unknown head fails here, listing the known ones
 
 
-def meta_batch_path(config: RunConfig, *, training: bool = True) -> tuple[bool, str]:
-    """Whether the run's tasks are adapted together (``torch.func.vmap``), and why (not).
-
-    Training batches the tasks of a meta-batch; evaluation batches the fixed
-    episodes (always on cloned buffers, without DropBlock, so only the normalizer decides).
-    """
-    if training:
-        if config.meta_batch == 1:
-            return False, "per-task loop: meta-batch of one task"
-        if config.effective_buffer_policy == "global":
-            return False, "per-task loop: buffer policy global (tasks would share buffers)"
-        if config.dropblock:
-            return False, "per-task loop: DropBlock draws random masks, which vmap would draw differently"
-    vectorized, why = get_norm(config.norm).vmap_status()
-    if not vectorized:
-        return False, f"{config.norm}: {why}"
-    if config.vectorize is False:
-        return False, "per-task loop: vectorize turned off"
-    if config.vectorize is None and not config.device.startswith("cuda"):
-        # Measured (docs/performance.md): vmap's grouped convolutions are 2-3x slower than
-        # the per-task loop on a 2-core CPU; on a GPU the batched kernels are what pays.
-        return False, "per-task loop: on CPU the loop is faster (--vectorize to force vmap)"
-    return True, why
-
-
 class MAML:
     """MAML (Finn, Abbeel and Levine, ICML 2017): second-order meta-gradients, Adam outside."""
 
@@ -178,14 +143,14 @@ class MAML:
     first_order = False
     head_only = False
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan, self.config = plan, plan.config
         self._loops: dict[bool, InnerLoop] = {}
 
     def build(self, config: RunConfig, in_channels: int) -> nn.Module:
         check_maml_config(config)
         return build_classifier(
-            build_embedding(config, in_channels),
+            build_embedding(self.plan, in_channels),
             in_channels=in_channels,
             size=image_size(config.dataset),
             ways=config.ways,
@@ -209,8 +174,8 @@ class MAML:
             first_order=self.first_order,
             head_only=self.head_only,
             buffer_policy=c.effective_buffer_policy,
-            learned_buffers=get_norm(c.norm).learned_buffers,
-            vectorize=meta_batch_path(c, training=training)[0],
+            learned_buffers=self.plan.norm_spec.learned_buffers,
+            vectorize=self.plan.decided("vectorized" if training else "vectorized_eval"),
             chunks=c.effective_vectorize_chunks,
         )
 
@@ -247,6 +212,5 @@ class ANIL(MAML):
 
 
 def get_algorithm(config: RunConfig) -> Algorithm:
-    """The algorithm object of ``config.algo``, from its registered spec (:mod:`fewnorm.algorithms`)."""
-    make: Callable[[RunConfig], Algorithm] = get_algorithm_spec(config.algo).load()
-    return make(config)
+    """The algorithm object of ``config`` through its run plan (:func:`~fewnorm.episodes.plan.plan_run`)."""
+    return plan_run(config).algorithm

@@ -10,9 +10,9 @@ from typing import Any
 from fewnorm.allocator import keep_freed_memory
 from fewnorm.collapse import diagnose, run_train_accuracy
 from fewnorm.config import RunConfig, validate_config
-from fewnorm.data import load_split
-from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm
+from fewnorm.episodes.algorithms import EpisodeScorer
 from fewnorm.episodes.loop import evaluate, resolve_device
+from fewnorm.episodes.plan import plan_run
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError
 from fewnorm.metrics import Interval, mean_ci95
@@ -86,12 +86,12 @@ def evaluate_checkpoint(
     shots = config.shots if shots is None else shots
     queries = config.queries if queries is None else queries
     episodes = config.test_episodes if episodes is None else episodes
-    root = str(data_root) if data_root else config.data_root
-    store = load_split(config.dataset, split, root, **config.data_options)
+    plan = plan_run(config.model_copy(update={"data_root": str(data_root)}) if data_root else config)
+    store = plan.split(split)
     sampler = EpisodeSampler(store, ways, shots, queries, split=split)
     dev = resolve_device(device)
-    algorithm = get_algorithm(config)
-    model = algorithm.build(config, store.image_shape[0]).to(dev)
+    algorithm = plan.algorithm
+    model = plan.build_model(store.image_shape[0]).to(dev)
     model.load_state_dict(state["model"])
     seed = config.test_seed if split == "test" else config.val_seed
     callback = on_stage(split, episodes) if on_stage else None

@@ -30,8 +30,8 @@ from fewnorm.data.lake import LakeRun, default_runs_path, load_runs
 from fewnorm.data.registry import datasets_supporting, supports
 from fewnorm.data.splitfile import EVALUATION_ALPHABETS, read_split_files
 from fewnorm.episode import Episode
-from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.loop import resolve_device
+from fewnorm.episodes.plan import plan_run
 from fewnorm.episodes.protonet import protonet_logits
 from fewnorm.episodes.reinit import MAML_FAMILY, HeadProtocol, TaskScorer, head_protocol, scoring_algorithm
 from fewnorm.errors import ConfigError, DataError, UnknownNameError
@@ -241,7 +241,7 @@ def score_lake20(
     """Score ``task``'s model on each run; ``one_at_a_time`` defaults to the run's setting."""
     dev = resolve_device(device)
     config = task.config
-    model = get_algorithm(config).build(config, task.runs[0].training.shape[1]).to(dev)
+    model = plan_run(config).build_model(task.runs[0].training.shape[1]).to(dev)
     model.load_state_dict(task.state["model"])
     alone = config.query_one_at_a_time if one_at_a_time is None else one_at_a_time
     callback = on_stage(BENCHMARK, len(task.runs)) if on_stage else None

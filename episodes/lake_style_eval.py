@@ -16,11 +16,11 @@ from typing import Any
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data.lakestyle import LAKE_STYLE, RUN_WAYS, load_fold, training_alphabets
 from fewnorm.data.registry import canonical_dataset, datasets_supporting, supports
-from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.ensemble import AugmentedViews, EmbeddingEnsemble
 from fewnorm.episodes.lake import LakeResult, check_lake_algorithm, correct_counts, run_error
 from fewnorm.episodes.lake_style import LakeStyleRun, draw_runs
 from fewnorm.episodes.loop import resolve_device
+from fewnorm.episodes.plan import plan_run
 from fewnorm.episodes.reinit import MAML_FAMILY, HeadProtocol, head_protocol
 from fewnorm.errors import ConfigError
 from fewnorm.metrics import mean_ci95
@@ -168,10 +168,10 @@ def score_lake_style(
     dev = resolve_device(device)
     config = task.config
     channels = task.runs[0].training.shape[1]
-    model = get_algorithm(config).build(config, channels).to(dev)
+    model = plan_run(config).build_model(channels).to(dev)
     model.load_state_dict(task.state["model"])
     if task.members:
-        built = [get_algorithm(c).build(c, channels).to(dev) for c, _ in task.members]
+        built = [plan_run(c).build_model(channels).to(dev) for c, _ in task.members]
         for member, (_, weights) in zip(built, task.members, strict=True):
             member.load_state_dict(weights)
         model = EmbeddingEnsemble([model, *built])

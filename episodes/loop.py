@@ -30,14 +30,14 @@ from fewnorm import distributed, torchrun
 from fewnorm.allocator import keep_freed_memory
 from fewnorm.collapse import diagnose, last_train_accuracy
 from fewnorm.config import RunConfig, validate_config
-from fewnorm.data import load_split
 from fewnorm.data.affine import affine_episode
 from fewnorm.data.augment import augment_episode
-from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_format
+from fewnorm.episodes.algorithms import EpisodeScorer
+from fewnorm.episodes.plan import RunPlan, plan_run
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError, FewnormError, RunWriteError, TrainingDivergedError
 from fewnorm.metrics import Interval, mean_ci95
-from fewnorm.norms import get_norm, learning_rate_scale
+from fewnorm.norms import learning_rate_scale
 from fewnorm.precision import slow_amp_reason
 from fewnorm.runs import LAST, LOCK_HELD_ENV, RunDir, no_checkpoint_message, rerun_command, run_status
 
@@ -68,6 +68,7 @@ class RunSummary:
     run_dir: str
     test_accuracies: list[float] = field(repr=False, default_factory=list)
     collapse: dict[str, str] | None = None  # fewnorm.collapse.Collapse: test accuracy at chance
+    plan: dict[str, dict[str, Any]] = field(default_factory=dict)  # RunPlan.record(): decisions, reasons
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,11 +92,6 @@ def resolve_device(name: str) -> torch.device:
             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
         )
     return device
-
-
-def build_model(config: RunConfig, in_channels: int) -> nn.Module:
-    """The algorithm's model with the configured normalizer (options checked here)."""
-    return get_algorithm(config).build(config, in_channels)
 
 
 def evaluate(
@@ -374,7 +370,7 @@ def _write_failure_hint(run_dir: Path, config: RunConfig) -> str:
 
 
 def train(
-    config: RunConfig,
+    config: RunConfig | RunPlan,
     run_dir: Path,
     *,
     resume: bool = False,
@@ -384,15 +380,18 @@ def train(
 ) -> RunSummary:
     """Train ``config`` end to end and write its run directory; returns the summary.
 
+    A config is planned first (:func:`~fewnorm.episodes.plan.plan_run`: the normalizer
+    checked as ``fewnorm train`` checks it, every name resolved once); a plan runs as made.
     The process owns ``run_dir`` while it trains (:meth:`fewnorm.runs.RunDir.lock`): a
     second ``train`` of the same directory is refused in one line, before any data is read.
     A run file that cannot be written (disk full) is one line that says what survived
     and how to go on. See :func:`_train` for the rest.
     """
-    with _owned(config, run_dir, resume=resume):
+    plan = config if isinstance(config, RunPlan) else plan_run(config)
+    with _owned(plan.config, run_dir, resume=resume):
         try:
             return _train(
-                config,
+                plan,
                 run_dir,
                 resume=resume,
                 on_episode=on_episode,
@@ -400,11 +399,13 @@ def train(
                 on_record=on_record,
             )
         except RunWriteError as failed:
-            raise RunWriteError(failed.path, failed.error, _write_failure_hint(run_dir, config)) from None
+            raise RunWriteError(
+                failed.path, failed.error, _write_failure_hint(run_dir, plan.config)
+            ) from None
 
 
 def _train(
-    config: RunConfig,
+    plan: RunPlan,
     run_dir: Path,
     *,
     resume: bool = False,
@@ -412,7 +413,7 @@ def _train(
     on_stage: Callable[[str, int], Callable[[int], None] | None] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunSummary:
-    """Train ``config`` end to end and write its run directory; returns the summary.
+    """Train ``plan`` end to end and write its run directory; returns the summary.
 
     ``on_stage(name, total)`` may return a per-episode callback for the
     validation and test stages (the CLI's progress bars); ``on_record(entry)`` sees each
@@ -423,6 +424,7 @@ def _train(
     partial summary, then raises :class:`RunInterrupted`.
     """
     started = time.perf_counter()
+    config = plan.config
     keep_freed_memory()  # speed only: steps stop faulting their activations' pages in again
     group = torchrun.join(config)  # None: one process without torchrun, the ordinary path
     if config.threads is not None:  # recorded in the run: CPU results depend on the thread count
@@ -431,10 +433,7 @@ def _train(
     if (slow := slow_amp_reason(config.amp, device)) is not None:
         log.warning("%s", slow)
     lake_style = config.val_protocol is not None  # validated on a fold's lake-style runs
-    stores = {
-        split: load_split(config.dataset, split, config.data_root, **config.data_options)
-        for split in ("train", "test", *(() if lake_style else ("val",)))
-    }
+    stores = plan.splits(("train", "test", *(() if lake_style else ("val",))))
     train_sampler = EpisodeSampler(
         stores["train"],
         config.effective_train_ways,
@@ -444,12 +443,10 @@ def _train(
     )
     test_sampler = EpisodeSampler(stores["test"], config.ways, config.shots, config.queries, split="test")
 
-    if config.channels_last is None:  # recorded resolved: a later release may declare otherwise
-        config = config.model_copy(update={"channels_last": memory_format(config)[0]})
-    algorithm = get_algorithm(config)
+    algorithm = plan.algorithm
     validate = _validator(config, stores, device, group)
     torch.manual_seed(config.seed)
-    model = algorithm.build(config, stores["train"].image_shape[0]).to(device)
+    model = plan.build_model(stores["train"].image_shape[0]).to(device)
     optimizer = algorithm.optimizer(model, config)
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, config.lr_halve_every, gamma=0.5)
@@ -463,7 +460,7 @@ def _train(
     else:
         runs.prepare()
         runs.write_config(config.model_dump())
-        runs.write_versions({"norm_source": get_norm(config.norm).source})  # resume names its plugin
+        runs.write_versions({"norm_source": plan.norm_spec.source})  # resume names its plugin
         state = TrainState(best_state=copy.deepcopy(model.state_dict()))
     if group is not None:
         group.attach(model, optimizer)
@@ -580,6 +577,7 @@ def _train(
         run_dir=str(run_dir),
         test_accuracies=accuracies,
         collapse=None if collapse is None else collapse.to_dict(),
+        plan=plan.record(),
     )
     runs.write_summary(summary.to_dict())
     runs.finish()

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import ConfigError
+from fewnorm.norms.spec import BoundNorm
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,16 @@ def norm_layers(
     return found
 
 
-def normalizer_type(norm: str, options: Mapping[str, Any], in_channels: int, hidden: int) -> type[nn.Module]:
+def normalizer_type(
+    norm: str | BoundNorm, options: Mapping[str, Any] | None, in_channels: int, hidden: int
+) -> type[nn.Module]:
     """The module class the registry builds for ``norm`` (what :func:`norm_layers` looks for)."""
-    from fewnorm.backbones import conv_norm_act
-    from fewnorm.norms import NormKind, get_norm
+    from fewnorm.backbones import conv_norm_act, norm_layer
+    from fewnorm.norms import NormKind
 
-    block = conv_norm_act(in_channels, hidden, norm, options)
-    return type(block[0] if get_norm(norm).kind is NormKind.CONV else block[1])
+    bound = norm_layer(norm, options)
+    block = conv_norm_act(in_channels, hidden, bound)
+    return type(block[0] if bound.spec.kind is NormKind.CONV else block[1])
 
 
 #: An episode's loss through a model: ``loss(model, episode) -> (loss, accuracy)``, such as

@@ -17,7 +17,7 @@ from fewnorm.norms.phase import (
     task_store,
     vectorized_tasks,
 )
-from fewnorm.norms.plugins import load_entry_points, load_plugin
+from fewnorm.norms.plugins import load_entry_points, load_plugin, load_plugins
 from fewnorm.norms.registry import (
     REGISTRY,
     NormRegistry,
@@ -47,6 +47,7 @@ __all__ = [
     "learning_rate_scale",
     "list_norms",
     "load_plugin",
+    "load_plugins",
     "norm_phase",
     "register_norm",
     "task_load",

@@ -117,6 +117,12 @@ def load_plugin(target: str, registry: NormRegistry = REGISTRY) -> None:
     log.debug("loaded plugin %s", target)
 
 
+def load_plugins(targets: list[str] | None) -> None:
+    """:func:`load_plugin` for each target (``--plugin`` repeated), in order."""
+    for target in targets or []:
+        load_plugin(target)
+
+
 def require_recorded_norm(norm: str, run_dir: Path) -> None:
     """Refuse a run whose normalizer came from a plugin that is not loaded now, naming the plugin.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -48,9 +50,34 @@ def test_a_backbone_looks_its_normalizer_up_once(build: object, counts: dict[str
 
 def test_a_runs_embedding_checks_the_options_once(counts: dict[str, int]) -> None:
     from fewnorm.episodes.algorithms import build_embedding
+    from fewnorm.episodes.plan import plan_run
 
-    build_embedding(RunConfig(norm="swbn", hidden=8), 1)
-    assert counts["option_checks"] == 1
+    config = RunConfig(norm="swbn", hidden=8)
+    counts.update(lookups=0, option_checks=0)  # validating the config (its mode) is the boundary
+    build_embedding(plan_run(config), 1)
+    assert counts == {"lookups": 1, "option_checks": 1}
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("algo", ["protonet", "maml"])
+def test_one_run_looks_its_normalizer_up_once(
+    algo: str, counts: dict[str, int], data_env: object, tmp_path: Path
+) -> None:
+    """A whole run, from a validated config to its summary: one lookup, one option check.
+
+    The plan resolves the name; the loop, the algorithm, the backbone's blocks, the inner
+    loop, ``versions.json`` and the summary read the plan.
+    """
+    from fewnorm.episodes.loop import train
+
+    config = RunConfig(
+        algo=algo, norm="swbn", hidden=8, episodes=2, val_every=2, val_episodes=2, test_episodes=2,
+        meta_batch=2, threads=1,
+    )  # fmt: skip
+    counts.update(lookups=0, option_checks=0)  # validating the config (its mode) is the boundary
+    summary = train(config, tmp_path / "run")
+    assert counts == {"lookups": 1, "option_checks": 1}
+    assert summary.plan["layout"]["reason"]  # every decision recorded with its reason
 
 
 def test_a_bound_normalizer_builds_what_the_name_builds() -> None:

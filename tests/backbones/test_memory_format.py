@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from fewnorm.backbones import build_backbone, to_channels_last
 from fewnorm.config import resolve_config
-from fewnorm.episodes.algorithms import memory_format
+from fewnorm.episodes.plan import memory_format
 from fewnorm.norms import get_norm, list_norms, vectorized_tasks
 
 
@@ -74,11 +74,15 @@ def test_memory_format_follows_the_declaration_unless_told() -> None:
     declared = {spec.name: spec.channels_last for spec in list_norms()}
     assert declared["batchnorm"] and not declared["instancenorm"]  # measured: 1.8x and 1.0x
     for norm, nhwc in (("batchnorm", True), ("instancenorm", False)):
-        chosen, why = memory_format(resolve_config(overrides={"norm": norm}))
+        chosen, why = memory_format(resolve_config(overrides={"norm": norm}), get_norm(norm))
         assert chosen is nhwc and why == get_norm(norm).memory_format_status()[1]
     for norm, flag in (("batchnorm", False), ("instancenorm", True)):  # against the declaration
-        chosen, why = memory_format(resolve_config(overrides={"norm": norm, "channels_last": flag}))
+        chosen, why = memory_format(
+            resolve_config(overrides={"norm": norm, "channels_last": flag}), get_norm(norm)
+        )
         assert chosen is flag and ("--channels-last" if flag else "--no-channels-last") in why
     for norm, flag in (("batchnorm", True), ("instancenorm", False)):  # as declared: a recorded default
-        chosen, why = memory_format(resolve_config(overrides={"norm": norm, "channels_last": flag}))
+        chosen, why = memory_format(
+            resolve_config(overrides={"norm": norm, "channels_last": flag}), get_norm(norm)
+        )
         assert chosen is flag and why == get_norm(norm).memory_format_status()[1]

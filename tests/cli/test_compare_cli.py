@@ -202,8 +202,8 @@ def test_out_naming_a_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_run_that_another_process_trains_is_not_deleted(tmp_path: Path) -> None:
-    from fewnorm.cli.compare_exec import Task, run_task
     from fewnorm.config import RunConfig
+    from fewnorm.episodes.sweep import Task, run_task
     from fewnorm.runs import RunDir
 
     run = RunDir(tmp_path / "none-seed0")

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fewnorm.cli import compare_ray
-from fewnorm.cli.compare_exec import Task
 from fewnorm.cli.main import app
 from fewnorm.episodes import loop
+from fewnorm.episodes import sweep_ray as compare_ray
+from fewnorm.episodes.sweep import Task
 
 VAL_EVERY = 10
 TINY = ["--norms", "bn,groupnorm", "--norm-opt", "gn:groups=2", "--episodes", "30",

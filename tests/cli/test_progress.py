@@ -61,7 +61,7 @@ def test_disabled_progress_prints_nothing() -> None:
 
 def test_sweep_progress_prints_lines_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     from fewnorm.cli import render
-    from fewnorm.cli.compare_exec import sweep_progress
+    from fewnorm.cli.sweep_view import sweep_progress
 
     buffer = io.StringIO()
     monkeypatch.setattr(render, "stderr", Console(file=buffer, force_terminal=False, width=120))

@@ -11,8 +11,9 @@ from torch import Tensor, nn
 
 import fewnorm.episodes.maml as maml_module
 from fewnorm.config import DEFAULT_VECTORIZE_CHUNKS, RunConfig
-from fewnorm.episodes.algorithms import get_algorithm, meta_batch_path
+from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.maml import InnerLoop, maml_train_step, task_chunks
+from fewnorm.episodes.plan import meta_batch_path
 from fewnorm.episodes.sampler import Episode
 from fewnorm.episodes.vectorized import vectorize_blocker
 from fewnorm.errors import ConfigError
@@ -20,6 +21,11 @@ from fewnorm.norms import get_norm, list_norms
 
 VMAP_NORMS = [spec.name for spec in list_norms() if spec.vmap]
 LOOP_NORMS = [spec.name for spec in list_norms() if not spec.vmap]
+
+
+def _path(config: RunConfig) -> tuple[bool, str]:
+    """The plan's training decision for ``config``'s normalizer."""
+    return meta_batch_path(config, get_norm(config.norm))
 
 
 def _episodes(tasks: int, seed: int = 1) -> list[Episode]:
@@ -120,7 +126,7 @@ def test_task_chunks_are_even_consecutive_and_complete() -> None:
 def test_undeclared_normalizers_fall_back_and_say_why(norm: str) -> None:
     if norm not in {s.name for s in list_norms()}:
         pytest.skip("the example plugin is not installed")
-    vectorized, why = meta_batch_path(RunConfig(algo="maml", norm=norm, meta_batch=4, vectorize=True))
+    vectorized, why = _path(RunConfig(algo="maml", norm=norm, meta_batch=4, vectorize=True))
     assert not vectorized
     assert "per-task loop" in why and "vmap=True" in why
     assert (
@@ -139,7 +145,7 @@ def test_undeclared_normalizers_fall_back_and_say_why(norm: str) -> None:
     ],
 )
 def test_settings_that_keep_the_per_task_loop(settings: dict[str, object], reason: str) -> None:
-    vectorized, why = meta_batch_path(RunConfig(algo="maml", **settings))  # type: ignore[arg-type]
+    vectorized, why = _path(RunConfig(algo="maml", **settings))  # type: ignore[arg-type]
     assert not vectorized and reason in why
 
 
@@ -215,6 +221,6 @@ def test_vectorized_evaluation_scores_each_episode_as_alone(norm: str, one_at_a_
     ],
 )
 def test_vectorize_is_on_for_cuda_and_when_asked(settings: dict[str, object], expected: bool) -> None:
-    vectorized, why = meta_batch_path(RunConfig(algo="maml", meta_batch=4, **settings))  # type: ignore[arg-type]
+    vectorized, why = _path(RunConfig(algo="maml", meta_batch=4, **settings))  # type: ignore[arg-type]
     assert vectorized is expected
     assert ("per-task loop" in why) is not expected

@@ -1,11 +1,11 @@
-"""Running a sweep's runs for ``fewnorm compare``: in this process, or in a pool of spawned ones.
+"""The local sweep engine: a sweep's runs in this process, or in a pool of spawned ones.
 
 Workers report progress as small tuples (through a ``multiprocessing`` queue
-when spawned), which one rich display in the parent draws:
+when spawned), which the caller's ``show`` callback draws (the command line's rich display):
 
 - ``("start", name, total_episodes)``, ``("episode", name, episode)``,
 - ``("stage", name, stage, done, total)``, ``("done", name, status, message)``,
-- ``("worker", name, pid, host)`` from the Ray engine (:mod:`fewnorm.cli.compare_ray`) when a
+- ``("worker", name, pid, host)`` from the Ray engine (:mod:`fewnorm.episodes.sweep_ray`) when a
   run's task starts on a worker process (the display ignores it).
 
 Ctrl-C: the parent sets a stop event; each worker raises ``KeyboardInterrupt``
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import shutil
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,15 +44,15 @@ class Task:
 
 def preflight(sweep: Sweep) -> None:
     """Fail in one line before any training: data present, episodes possible, models buildable."""
-    from fewnorm.cli.train import _check_norm
     from fewnorm.config import RunConfig, validate_config
-    from fewnorm.episodes.loop import build_model, check_new_run, load_split, resolve_device  # train()'s
+    from fewnorm.episodes.loop import check_new_run, resolve_device  # train()'s
+    from fewnorm.episodes.plan import plan_run
     from fewnorm.episodes.sampler import EpisodeSampler
 
     c = RunConfig.model_validate(sweep.runs()[0].config)
     resolve_device(c.device)  # an unknown device fails here, not in every run
     check_new_run(c)  # and settings the algorithm would ignore (--set head=... for protonet)
-    stores = {s: load_split(c.dataset, s, c.data_root, **c.data_options) for s in ("train", "val", "test")}
+    stores = plan_run(c).splits(("train", "val", "test"))  # each entry's plan reads the same cache
     EpisodeSampler(stores["train"], c.effective_train_ways, c.effective_train_shots, c.train_queries,
                    split="train")  # fmt: skip
     for split in ("val", "test"):
@@ -63,8 +62,7 @@ def preflight(sweep: Sweep) -> None:
         entry_config = validate_config(
             c.model_dump() | {"norm": entry.norm, "norm_options": entry.options}, "sweep"
         )
-        config = _check_norm(entry_config, {})
-        build_model(config, stores["train"].image_shape[0])
+        plan_run(entry_config).build_model(stores["train"].image_shape[0])
 
 
 def resume_decision(run_dir: Path) -> bool | None:
@@ -164,7 +162,7 @@ def _init_worker(queue: Any, stop: Any, threads: int, plugins: list[str]) -> Non
 
     import torch
 
-    from fewnorm.cli.train import load_plugins
+    from fewnorm.norms.plugins import load_plugins
 
     global _report, _stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -173,29 +171,29 @@ def _init_worker(queue: Any, stop: Any, threads: int, plugins: list[str]) -> Non
     load_plugins(plugins)
 
 
-def execute(tasks: list[Task], jobs: int, threads: int, plugins: list[str], progress: bool) -> dict[str, str]:
-    """Run ``tasks``; returns ``name -> message`` of the runs that failed."""
+def execute(
+    tasks: list[Task], jobs: int, threads: int, plugins: list[str], show: Callable[[Event], None]
+) -> dict[str, str]:
+    """Run ``tasks`` (``jobs`` at once), their events to ``show``; returns ``name -> message`` of failures."""
     failures: dict[str, str] = {}
     if not tasks:
         return failures
-    with sweep_progress(tasks, progress) as show:
-        if jobs == 1:
-            import torch
+    if jobs > 1:
+        return _pool(tasks, jobs, threads, plugins, show)
+    import torch
 
-            global _report
-            torch.set_num_threads(threads)
-            _report = show
-            try:
-                for task in tasks:
-                    name, status, message = run_task(task)
-                    if status == "failed":
-                        failures[name] = message
-            except KeyboardInterrupt as exc:
-                raise SweepInterrupted(str(exc) or "Ctrl-C") from None
-            finally:
-                _report = lambda event: None  # noqa: E731
-        else:
-            failures = _pool(tasks, jobs, threads, plugins, show)
+    global _report
+    torch.set_num_threads(threads)
+    _report = show
+    try:
+        for task in tasks:
+            name, status, message = run_task(task)
+            if status == "failed":
+                failures[name] = message
+    except KeyboardInterrupt as exc:
+        raise SweepInterrupted(str(exc) or "Ctrl-C") from None
+    finally:
+        _report = lambda event: None  # noqa: E731
     return failures
 
 
@@ -242,72 +240,3 @@ def _pool(
             raise SweepInterrupted("Ctrl-C") from None
         drain()
     return failures
-
-
-def _plain_sweep_lines(runs: int, console: Any) -> Callable[[Event], None]:
-    """Sweep progress as plain lines, for a stderr that is not a terminal."""
-    finished = [0]
-
-    def show(event: Event) -> None:
-        kind, name, *rest = event
-        if kind == "start":
-            console.print(f"{name}: training {rest[0]} episodes", markup=False, highlight=False)
-        elif kind == "done":
-            finished[0] += rest[0] != "interrupted"
-            detail = f" {rest[1]}" if rest[0] != "ok" and rest[1] else ""
-            console.print(
-                f"{name}: {rest[0]}{detail} ({finished[0]}/{runs} runs)",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
-
-    return show
-
-
-@contextmanager
-def sweep_progress(tasks: list[Task], enabled: bool) -> Iterator[Callable[[Event], None]]:
-    """One display for the sweep: an overall bar over every training episode, one bar per active run."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from fewnorm.cli.render import stderr
-
-    if enabled and not stderr.is_terminal:  # a log file: a line per run started and finished
-        yield _plain_sweep_lines(len(tasks), stderr)
-        return
-    total = sum(t.config["episodes"] for t in tasks)
-    progress = Progress(
-        TextColumn("[bold]{task.description:>22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[what]}"),
-        TimeElapsedColumn(),
-        console=stderr,
-        disable=not enabled,
-    )
-    overall = progress.add_task("sweep", total=total, what=f"0/{len(tasks)} runs")
-    bars: dict[str, Any] = {}
-    seen: dict[str, int] = {}
-    finished = [0]
-
-    def show(event: Event) -> None:
-        kind, name, *rest = event
-        if kind == "start":
-            bars[name] = progress.add_task(name, total=rest[0], what="train")
-            seen[name] = 0
-        elif kind == "episode" and name in bars:
-            progress.update(bars[name], completed=rest[0], what="train")
-            progress.advance(overall, rest[0] - seen[name])
-            seen[name] = rest[0]
-        elif kind == "stage" and name in bars:
-            progress.update(bars[name], what=f"{rest[0]} {rest[1]}/{rest[2]}")
-        elif kind == "done":
-            if name in bars:
-                progress.remove_task(bars.pop(name))
-            finished[0] += rest[0] != "interrupted"
-            progress.update(overall, what=f"{finished[0]}/{len(tasks)} runs")
-            if rest[0] != "ok":
-                progress.console.print(f"{name}: [red]{rest[0]}[/] {rest[1]}")
-
-    with progress:
-        yield show

@@ -1,7 +1,7 @@
 """The Ray engine of ``fewnorm compare`` (``--engine ray``): each (normalizer, seed) run is one Ray task.
 
 A task asks for ``--threads`` CPUs (and one GPU with ``--device cuda``) and
-runs :func:`fewnorm.cli.compare_exec.run_task`, as a local worker does. Its
+runs :func:`fewnorm.episodes.sweep.run_task`, as a local worker does. Its
 progress events go to a small :class:`Hub` actor that the driver drains into
 the same rich display; the hub also holds the stop flag that Ctrl-C sets.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from fewnorm.cli.compare_exec import Event, SweepInterrupted, Task, sweep_progress
+from fewnorm.episodes.sweep import Event, SweepInterrupted, Task
 from fewnorm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -147,9 +147,8 @@ def train_on_worker(
     import ray
     import torch
 
-    from fewnorm.cli.compare_exec import resume_decision, run_task
-    from fewnorm.cli.train import load_plugins
-    from fewnorm.norms.plugins import LOADED
+    from fewnorm.episodes.sweep import resume_decision, run_task
+    from fewnorm.norms.plugins import LOADED, load_plugins
     from fewnorm.runs import run_status
 
     link, host = _Link(ray, hub), socket.gethostname()
@@ -209,9 +208,9 @@ def _warn_if_unschedulable(ray: ModuleType, threads: int, gpus: int) -> None:
 
 
 def execute_ray(
-    tasks: list[Task], threads: int, plugins: list[str], progress: bool, address: str | None
+    tasks: list[Task], threads: int, plugins: list[str], show: Callable[[Event], None], address: str | None
 ) -> dict[str, str]:
-    """Run ``tasks`` as Ray tasks; returns ``name -> message`` of the runs that failed."""
+    """Run ``tasks`` as Ray tasks, their events to ``show``; returns ``name -> message`` of failures."""
     ray = require_ray()
     if not tasks:
         return {}
@@ -222,8 +221,7 @@ def execute_ray(
         hub = ray.remote(num_cpus=0)(Hub).remote()
         remote = ray.remote(train_on_worker).options(num_cpus=threads, num_gpus=gpus, max_retries=MAX_RETRIES)
         try:
-            with sweep_progress(tasks, progress) as show:
-                return _drive(ray, hub, remote, tasks, threads, plugins, show)
+            return _drive(ray, hub, remote, tasks, threads, plugins, show)
         finally:
             ray.kill(hub)
     finally:
