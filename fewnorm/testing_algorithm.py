@@ -7,10 +7,11 @@ Algorithm authors run it in their own test suites::
     def test_my_method_conforms():
         check_algorithm("mymethod")
 
-It reaches the algorithm only through its registered spec (the factory string) and the
-methods of the algorithm protocol (``build``, ``optimizer``, ``train_step``, ``evaluate``,
-``evaluate_many``), on small random episodes of the dataset's image shape, so the core never
-imports the pipelines. Each check enforces one rule and raises
+It reaches the algorithm only through its registered spec (the factory string, called with
+the run plan) and the methods of the algorithm protocol (``build``, ``optimizer``,
+``train_step``, ``evaluate``, ``evaluate_many``), on small random episodes of the dataset's
+image shape. The core never imports the pipelines: it names their planner as a spec names
+its factory, ``"module:attribute"``, loaded when a check runs. Each check enforces one rule and raises
 :class:`AlgorithmConformanceError` naming it.
 """
 
@@ -27,7 +28,10 @@ from fewnorm.algorithms import AlgorithmSpec, get_algorithm_spec
 from fewnorm.config import RunConfig
 from fewnorm.data.registry import get_dataset_spec
 from fewnorm.episode import Episode, StepResult
+from fewnorm.registry import load_object
 
+#: What resolves a configuration into the run plan that algorithm factories take.
+PLANNER = "fewnorm.episodes.plan:plan_run"
 CHECKS = ("builds", "train_step", "evaluate", "determinism")
 #: Small episodes: 3-way 1-shot, 2 queries per class, a meta-batch of two.
 WAYS, SHOTS, QUERIES, META_BATCH, EVAL_EPISODES = 3, 1, 2, 2, 3
@@ -91,7 +95,8 @@ class _Kit:
 
     def fresh(self) -> tuple[_Algorithm, nn.Module, torch.optim.Optimizer]:
         """The algorithm object, its model (built under the seed) and its optimizer."""
-        algorithm: _Algorithm = self.spec.load()(self.config)
+        plan = load_object(PLANNER)(self.config)  # the normalizer bound, the run's decisions made
+        algorithm: _Algorithm = self.spec.load()(plan)
         torch.manual_seed(self.seed)
         model = algorithm.build(self.config, self.shape[0])
         return algorithm, model, algorithm.optimizer(model, self.config)

@@ -13,6 +13,7 @@ from fewnorm.algorithms import ALGORITHM_REGISTRY, AlgorithmSpec, list_algorithm
 from fewnorm.config import RunConfig
 from fewnorm.data import get_dataset_spec
 from fewnorm.episode import Episode, StepResult
+from fewnorm.episodes.plan import RunPlan
 from fewnorm.testing import AlgorithmConformanceError, check_algorithm
 
 
@@ -24,8 +25,8 @@ def test_every_registered_algorithm_conforms(name: str) -> None:
 class _Linear:
     """A linear classifier on flattened images: correct unless a subclass breaks one rule."""
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
+    def __init__(self, plan: RunPlan) -> None:
+        self.config = plan.config
 
     def build(self, config: RunConfig, in_channels: int) -> nn.Module:
         c, h, w = get_dataset_spec(config.dataset).image_shape

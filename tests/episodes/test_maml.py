@@ -283,10 +283,8 @@ def test_build_sizes_the_head_for_the_dataset() -> None:
         model = get_algorithm(config).build(config, 3)
         assert isinstance(model, FewShotClassifier)
         assert model.head.in_features == features and model.head.out_features == 5
-    with pytest.raises(ConfigError, match="image size unknown"):
-        get_algorithm(RunConfig(algo="maml", dataset="cifar")).build(
-            RunConfig(algo="maml", dataset="cifar"), 3
-        )
+    with pytest.raises(UnknownNameError, match="unknown dataset 'cifar'"):  # its image shape is the spec's
+        RunConfig(algo="maml", dataset="cifar")
 
 
 @pytest.mark.parametrize(

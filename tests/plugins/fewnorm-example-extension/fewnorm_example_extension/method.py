@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from fewnorm.config import RunConfig
 from fewnorm.episode import Episode, StepResult
 from fewnorm.episodes.algorithms import build_embedding
+from fewnorm.episodes.plan import RunPlan
 from fewnorm.episodes.protonet import embed_episode, prototypes
 
 #: Initial logit scale: cosines lie in [-1, 1], so softmax needs a temperature to be confident.
@@ -68,15 +69,15 @@ def cosine_evaluate(model: ScaledEmbedding, episode: Episode) -> float:
 
 
 class CosinePrototypes:
-    """The algorithm object fewnorm's loop drives (the ``Algorithm`` protocol)."""
+    """The algorithm object fewnorm's loop drives (the ``Algorithm`` protocol), made from the run plan."""
 
     name = "cosineproto"
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan, self.config = plan, plan.config
 
     def build(self, config: RunConfig, in_channels: int) -> nn.Module:
-        return ScaledEmbedding(build_embedding(config, in_channels))
+        return ScaledEmbedding(build_embedding(self.plan, in_channels))  # the bound normalizer, the layout
 
     def optimizer(self, model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=config.lr)
