@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from fewnorm.cli.train import PLUGIN_HELP, SPLIT_FILE_HELP, dataset_options
+from fewnorm.cli.train import ALGO_HELP, PLUGIN_HELP, SPLIT_FILE_HELP, dataset_options
 from fewnorm.errors import ConfigError
 from fewnorm.norms.plugins import load_plugins
 
@@ -67,7 +67,7 @@ def compare(
     address: str | None = typer.Option(
         None, help="Ray cluster of --engine ray: auto (`ray start` here) or HOST:PORT (default: a new one)."
     ),
-    algo: str | None = typer.Option(None, help="Algorithm: protonet | maml | fomaml | anil."),
+    algo: str | None = typer.Option(None, help=ALGO_HELP),
     dataset: str | None = typer.Option(None, help="Dataset (default omniglot-minimal)."),
     split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
     backbone: str | None = typer.Option(None, help="Backbone (default conv4)."),

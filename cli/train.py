@@ -8,10 +8,15 @@ from typing import Any
 
 import typer
 
+from fewnorm.algorithms import BUILTIN_ALGORITHMS, DEFAULT_ALGORITHM
 from fewnorm.data.registry import ALL_DATASETS
 from fewnorm.errors import ConfigError, FewnormError
 
 PLUGIN_HELP = "Load normalizer registration code from FILE.py or package.module (repeatable)."
+#: Read from the registry's built-ins (a listing of plugins would import them at every start).
+ALGO_HELP = (
+    f"Algorithm: {' | '.join(s.name for s in BUILTIN_ALGORITHMS)}, or a plugin's (`fewnorm algorithms`)."
+)
 SPLIT_FILE_HELP = (
     "Omniglot split files: a folder with train.txt, val.txt, test.txt (e.g. the Vinyals split); "
     "implies --dataset omniglot-vinyals."
@@ -40,9 +45,7 @@ def parse_norm_options(pairs: list[str] | None) -> dict[str, str]:
 
 
 def train(
-    algo: str | None = typer.Option(
-        None, help="Algorithm: protonet | maml | fomaml | anil (default protonet)."
-    ),
+    algo: str | None = typer.Option(None, help=ALGO_HELP[:-1] + f" (default {DEFAULT_ALGORITHM})."),
     dataset: str | None = typer.Option(
         None,
         help=f"{' | '.join(ALL_DATASETS)} (default omniglot-minimal; `fewnorm datasets` lists plugins' too).",
@@ -178,6 +181,7 @@ def train(
 ) -> None:
     """Train a few-shot model with the chosen normalizer and score it on fixed test episodes."""
     from fewnorm import torchrun
+    from fewnorm.algorithms import check_algorithm_options
     from fewnorm.config import default_threads, resolve_config
     from fewnorm.distributed import check_resume_world_size
     from fewnorm.norms.plugins import load_plugins, require_recorded_norm
@@ -245,7 +249,7 @@ def train(
         run_dir = resume
     else:
         resolved = resolve_config(config, overrides | {"world_size": processes})
-        _refuse_unused_options(resolved.algo, overrides)
+        check_algorithm_options(resolved.algo, {k: v for k, v in overrides.items() if v is not None})
         if resolved.threads is None:
             resolved = resolved.model_copy(update={"threads": default_threads(processes or 1)})
     from fewnorm.episodes.plan import plan_run
@@ -302,27 +306,6 @@ def train(
         print_json(summary.to_dict() | {"test_accuracies": None})
     else:
         stdout.print(summary_table(summary))
-
-
-#: Options of the gradient-based meta-learners; ProtoNet would record them and never use them.
-MAML_ONLY_OPTIONS = (
-    "inner_lr",
-    "inner_steps",
-    "inner_steps_test",
-    "buffer_policy",
-    "vectorize",
-    "vectorize_chunks",
-)
-
-
-def _refuse_unused_options(algo: str, overrides: dict[str, Any]) -> None:
-    """Refuse, in one line, options given on the command line that ``algo`` would ignore."""
-    if algo != "protonet":
-        return
-    given = [k for k in MAML_ONLY_OPTIONS if overrides.get(k) is not None]
-    if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ConfigError(f"{flags} apply to maml, fomaml and anil; protonet does not use them: drop {flags}")
 
 
 def _default_out(dataset: str, norm: str) -> Path:

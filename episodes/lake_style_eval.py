@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fewnorm.algorithms import get_algorithm_spec
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data.lakestyle import LAKE_STYLE, RUN_WAYS, load_fold, training_alphabets
 from fewnorm.data.registry import canonical_dataset, datasets_supporting, supports
@@ -151,8 +152,10 @@ def _member(path: Path, fold: int, root: str | None) -> tuple[RunConfig, dict[st
     """An ensemble member: a ProtoNet checkpoint that also trained without ``fold``'s alphabet."""
     state = load_checkpoint(path)
     config = validate_config(state["config"], f"ensemble member '{path}'")
-    if config.algo != "protonet":
-        raise ConfigError(f"--ensemble members must be protonet runs; '{path}' is '{config.algo}'")
+    if get_algorithm_spec(config.algo).family != "metric":  # the ensemble averages embeddings
+        raise ConfigError(
+            f"--ensemble members must be runs of a metric method (protonet); '{path}' is '{config.algo}'"
+        )
     check_fold(config, fold, root)
     return config, state["model"]
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from fewnorm import distributed, torchrun
+from fewnorm.algorithms import check_algorithm_options
 from fewnorm.allocator import keep_freed_memory
 from fewnorm.collapse import diagnose, last_train_accuracy
 from fewnorm.config import RunConfig, validate_config
@@ -283,11 +284,8 @@ def _restore(
 
 def check_new_run(config: RunConfig) -> None:
     """Refuse settings that a fresh run would accept and ignore (recorded, never used)."""
-    if config.head is not None and config.algo == "protonet":
-        raise ConfigError(
-            f"--head {config.head} applies to maml, fomaml and anil; protonet has no head "
-            "(it classifies by the distance to class prototypes): drop --head"
-        )
+    defaults = {key: field.default for key, field in RunConfig.model_fields.items()}
+    check_algorithm_options(config.algo, {k: v for k, v in config if v != defaults.get(k, v)})
 
 
 def check_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:

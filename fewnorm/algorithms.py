@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from fewnorm.errors import ConfigError
 from fewnorm.norms.fewshot import MAML_MODE
 from fewnorm.registry import Registry
 
@@ -39,6 +40,11 @@ class AlgorithmSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)  # RunConfig keys it changes
     norm_mode: str | None = None  # the few-shot mode of batch-statistics normalizers, where offered
     supports: tuple[str, ...] = ()
+    #: RunConfig keys only methods like this one read (MAML's inner loop): a run of another
+    #: method that sets them is refused, since it would record them and never use them.
+    options: tuple[str, ...] = ()
+    #: Why a method without ``options`` has none of a kind, for the refusal (ProtoNet: no head).
+    lacks: Mapping[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     source: str = "fewnorm"
 
@@ -49,6 +55,7 @@ class AlgorithmSpec:
         if unknown:
             raise ValueError(f"{self.name}: unknown capabilities {sorted(unknown)}; use {CAPABILITIES}")
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        object.__setattr__(self, "lacks", MappingProxyType(dict(self.lacks)))
 
     def load(self) -> Callable[..., Any]:
         """The factory, imported on first use if it was given as ``"module:attribute"``."""
@@ -60,6 +67,18 @@ class AlgorithmSpec:
 
 
 ALGORITHM_REGISTRY: Registry[AlgorithmSpec] = Registry("algorithm")
+#: The method a run uses when it names none.
+DEFAULT_ALGORITHM = "protonet"
+#: What the MAML family's inner loop and head read from a run's configuration.
+INNER_LOOP_OPTIONS = (
+    "inner_lr",
+    "inner_steps",
+    "inner_steps_test",
+    "buffer_policy",
+    "vectorize",
+    "vectorize_chunks",
+    "head",
+)
 
 _E = "fewnorm.episodes.algorithms:"
 _FINN = "Finn, Abbeel and Levine, Model-Agnostic Meta-Learning, ICML 2017"
@@ -84,16 +103,18 @@ def _gradient(name: str, factory: str, summary: str, paper: str) -> AlgorithmSpe
         defaults=GRADIENT_DEFAULTS,
         norm_mode=MAML_MODE,
         supports=("lake20", "reinit", "vmap", "distributed"),
+        options=INNER_LOOP_OPTIONS,
     )
 
 
 BUILTIN_ALGORITHMS: tuple[AlgorithmSpec, ...] = (
     AlgorithmSpec(
-        name="protonet",
+        name=DEFAULT_ALGORITHM,
         factory=_E + "ProtoNet",
         summary="Prototypical Networks: nearest class mean of the support embeddings.",
         paper="Snell, Swersky and Zemel, Prototypical Networks, NeurIPS 2017",
         supports=("lake20", "distributed"),
+        lacks={"head": "it classifies by the distance to class prototypes"},
         aliases=("prototypical", "proto"),
     ),
     _gradient("maml", "MAML", "MAML: second-order meta-gradients through the inner SGD steps.", _FINN),
@@ -131,8 +152,34 @@ def get_algorithm_spec(name: str) -> AlgorithmSpec:
 
 
 def list_algorithms() -> list[AlgorithmSpec]:
-    """Every registered algorithm, built-ins first."""
-    return list(ALGORITHM_REGISTRY)
+    """Every registered algorithm: built-ins in the order they are defined, then plugins by name."""
+    order = {spec.name: i for i, spec in enumerate(BUILTIN_ALGORITHMS)}
+    return sorted(ALGORITHM_REGISTRY, key=lambda s: (order.get(s.name, len(order)), s.name))
+
+
+def check_algorithm_options(algo: str, given: Mapping[str, Any]) -> None:
+    """Refuse, in one line, settings in ``given`` (key -> value) that only other methods read.
+
+    ``--head linear`` for ProtoNet would be recorded in the run and never used: refused, naming
+    the methods that do read it.
+    """
+    spec = get_algorithm_spec(algo)
+    known = list_algorithms()
+    others = {key for s in known for key in s.options}
+    unused = [key for key in given if key in others and key not in spec.options]
+    if not unused:
+        return
+    users = [s.name for s in known if set(unused) <= set(s.options)] or ["other methods"]
+    where = " and ".join(filter(None, (", ".join(users[:-1]), users[-1])))
+    flags = ", ".join("--" + key.replace("_", "-") for key in unused)
+    if len(unused) == 1:
+        key, value = unused[0], given[unused[0]]
+        shown = flags if value is None or isinstance(value, bool) else f"{flags} {value}"
+        why = f"{spec.name} does not use it"
+        if key in spec.lacks:
+            why = f"{spec.name} has no {key} ({spec.lacks[key]})"
+        raise ConfigError(f"{shown} applies to {where}; {why}: drop {flags}")
+    raise ConfigError(f"{flags} apply to {where}; {spec.name} does not use them: drop {flags}")
 
 
 def register_algorithm(spec: AlgorithmSpec, *, replace: bool = False) -> AlgorithmSpec:

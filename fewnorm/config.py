@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from fewnorm.algorithms import AlgorithmSpec, get_algorithm_spec
+from fewnorm.algorithms import DEFAULT_ALGORITHM, AlgorithmSpec, get_algorithm_spec
 from fewnorm.errors import ConfigError, FewnormError
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    algo: str = "protonet"
+    algo: str = DEFAULT_ALGORITHM
     dataset: str = "omniglot-minimal"
     backbone: str = "conv4"
     hidden: int = Field(64, gt=0, description="filters per Conv-4 block")
@@ -167,7 +167,7 @@ class RunConfig(BaseModel):
     def _algorithm_defaults(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
             data = _canonical_algo(data)
-            spec = _algorithm_spec(data.get("algo", "protonet"))
+            spec = _algorithm_spec(data.get("algo", DEFAULT_ALGORITHM))
             return {**(spec.defaults if spec else {}), **data}
         return data
 
@@ -181,7 +181,7 @@ class RunConfig(BaseModel):
             return data
         options = data.get("norm_options", {})
         data = _canonical_algo(data)
-        norm, algo = data.get("norm", "batchnorm"), data.get("algo", "protonet")
+        norm, algo = data.get("norm", "batchnorm"), data.get("algo", DEFAULT_ALGORITHM)
         if not isinstance(options, Mapping) or "mode" in options or not isinstance(norm, str):
             return data
         from fewnorm.norms import get_norm

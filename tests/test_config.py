@@ -84,13 +84,16 @@ def test_bad_values_are_named(values: dict[str, object], message: str, tmp_path:
 def test_dropblock_reaches_resnet12_blocks() -> None:
     from fewnorm.backbones import DropBlock2d
     from fewnorm.episodes.algorithms import build_embedding
+    from fewnorm.episodes.plan import plan_run
 
     config = resolve_config(None, {"backbone": "resnet12", "dropblock": 0.1, "norm": "groupnorm"})
-    model = build_embedding(config, in_channels=3)
+    model = build_embedding(plan_run(config), in_channels=3)
     drops = [m.drop_prob for m in model.modules() if isinstance(m, DropBlock2d)]
     assert drops and set(drops) == {0.1}
     plain = resolve_config(None, {"backbone": "resnet12", "norm": "groupnorm"})
-    assert {m.drop_prob for m in build_embedding(plain, 3).modules() if isinstance(m, DropBlock2d)} <= {0.0}
+    assert {
+        m.drop_prob for m in build_embedding(plan_run(plain), 3).modules() if isinstance(m, DropBlock2d)
+    } <= {0.0}
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ class FewShotBatchNorm2d(nn.Module):
     def __init__(
         self,
         num_channels: int,
+        /,
         mode: str = "transductive",
         momentum: float = 0.1,
         eps: float = 1e-5,
@@ -107,13 +108,5 @@ class FewShotBatchNorm2d(nn.Module):
         return f"{self.num_channels}, mode={self.mode}, momentum={self.momentum}, eps={self.eps}"
 
 
-def batchnorm(
-    num_channels: int,
-    /,
-    mode: str = "transductive",
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    affine: bool = True,
-) -> FewShotBatchNorm2d:
-    """Factory for :class:`FewShotBatchNorm2d`."""
-    return FewShotBatchNorm2d(num_channels, mode=mode, momentum=momentum, eps=eps, affine=affine)
+#: The registry's factory (``fewnorm.norms.batch:batchnorm``): the class itself.
+batchnorm = FewShotBatchNorm2d

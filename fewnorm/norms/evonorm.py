@@ -20,10 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
-from fewnorm.norms.fewshot import check_mode, select_statistics
-from fewnorm.norms.variance import check_momentum_eps, update_running_var
-
-DEFAULT_GROUPS = 32
+from fewnorm.norms.group import resolve_groups
+from fewnorm.norms.variance import RunningVarianceNorm
 
 
 def _std(x: Tensor, dim: tuple[int, ...], eps: float) -> Tensor:
@@ -32,14 +30,14 @@ def _std(x: Tensor, dim: tuple[int, ...], eps: float) -> Tensor:
 
 
 class EvoNormS02d(nn.Module):
-    """EvoNorm-S0: a SiLU-like numerator over a per-sample group standard deviation."""
+    """EvoNorm-S0: a SiLU-like numerator over a per-sample group standard deviation.
 
-    def __init__(self, num_channels: int, groups: int, eps: float = 1e-5) -> None:
+    ``groups=None`` means 32, lowered to the largest divisor of the channels.
+    """
+
+    def __init__(self, num_channels: int, /, groups: int | None = None, eps: float = 1e-5) -> None:
         super().__init__()
-        if groups < 1 or num_channels % groups:
-            raise OptionError(
-                f"evonorm-s0 groups must be a positive divisor of the {num_channels} channels, got {groups}"
-            )
+        groups = resolve_groups("evonorm-s0 groups", num_channels, groups)
         if eps <= 0:
             raise OptionError(f"evonorm-s0 eps must be positive, got {eps}")
         self.num_channels, self.groups, self.eps = num_channels, groups, eps
@@ -58,57 +56,28 @@ class EvoNormS02d(nn.Module):
         return f"{self.num_channels}, groups={self.groups}, eps={self.eps}"
 
 
-class EvoNormB02d(nn.Module):
-    """EvoNorm-B0: batch deviation or ``v * x`` + instance deviation, whichever is larger."""
+class EvoNormB02d(RunningVarianceNorm):
+    """EvoNorm-B0: batch deviation or ``v * x`` + instance deviation, whichever is larger.
 
-    running_var: Tensor
+    A running batch variance (``momentum`` as in torch's BatchNorm) serves at evaluation;
+    ``mode`` is the few-shot mode of the batch variance (:mod:`fewnorm.norms.fewshot`).
+    """
 
     def __init__(
-        self, num_channels: int, momentum: float = 0.1, eps: float = 1e-5, mode: str = "running"
+        self, num_channels: int, /, momentum: float = 0.1, eps: float = 1e-5, mode: str = "running"
     ) -> None:
-        super().__init__()
-        check_momentum_eps("evonorm-b0", momentum, eps)
-        self.mode = check_mode("evonorm-b0", mode)
-        self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
+        super().__init__("evonorm-b0", num_channels, momentum, eps, mode)
         self.weight = nn.Parameter(torch.ones(num_channels))  # gamma (C,)
         self.bias = nn.Parameter(torch.zeros(num_channels))  # beta (C,)
         self.v = nn.Parameter(torch.ones(num_channels))  # (C,)
-        self.register_buffer("running_var", torch.ones(num_channels))
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C, H, W)
-        var, from_batch = select_statistics(
-            self, self.mode, lambda: x.var(dim=(0, 2, 3), unbiased=False), lambda: self.running_var
-        )  # (C,)
-        if self.training and from_batch:
-            update_running_var(self.running_var, var, x.numel() // x.shape[1], self.momentum)
-        batch_std = torch.sqrt(var + self.eps)[None, :, None, None]  # (1, C, 1, 1)
+        batch_std = torch.sqrt(self.channel_variance(x) + self.eps)[None, :, None, None]  # (1, C, 1, 1)
         local = self.v[None, :, None, None] * x + _std(x, (2, 3), self.eps)  # (N, C, H, W)
         y = x / torch.maximum(batch_std, local)
         return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
 
-    def extra_repr(self) -> str:
-        return f"{self.num_channels}, momentum={self.momentum}, eps={self.eps}, mode={self.mode}"
 
-
-def _default_groups(num_channels: int) -> int:
-    groups = min(DEFAULT_GROUPS, num_channels)
-    while num_channels % groups:
-        groups -= 1
-    return groups
-
-
-def evonorm_s0(num_channels: int, /, groups: int | None = None, eps: float = 1e-5) -> EvoNormS02d:
-    """EvoNorm-S0; ``groups=None`` means 32, lowered to the largest divisor of the channels."""
-    if groups is None:
-        groups = _default_groups(num_channels)
-    return EvoNormS02d(num_channels, groups, eps)
-
-
-def evonorm_b0(
-    num_channels: int, /, momentum: float = 0.1, eps: float = 1e-5, mode: str = "running"
-) -> EvoNormB02d:
-    """EvoNorm-B0 with a running batch variance (``momentum`` as in torch's BatchNorm).
-
-    ``mode`` is the few-shot mode of the batch variance (:mod:`fewnorm.norms.fewshot`).
-    """
-    return EvoNormB02d(num_channels, momentum=momentum, eps=eps, mode=mode)
+#: The registry's factories (``fewnorm.norms.evonorm:evonorm_s0``, ``:evonorm_b0``): the classes.
+evonorm_s0 = EvoNormS02d
+evonorm_b0 = EvoNormB02d

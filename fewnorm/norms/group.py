@@ -15,16 +15,52 @@ from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
 
+DEFAULT_GROUPS = 32
+
+
+def resolve_groups(label: str, num_channels: int, groups: int | None) -> int:
+    """``groups`` checked to divide the channels; ``None``: 32, lowered to the largest divisor.
+
+    ``label`` starts the error sentence ("groups", "evonorm-s0 groups").
+    """
+    if groups is None:
+        groups = min(DEFAULT_GROUPS, num_channels)
+        while num_channels % groups:
+            groups -= 1
+        return groups
+    check_divisor(label, num_channels, groups)
+    return groups
+
+
+def check_divisor(label: str, num_channels: int, value: int) -> None:
+    """Reject a group count or group size that does not divide the channels."""
+    if value < 1 or num_channels % value:
+        raise OptionError(f"{label} must be a positive divisor of the {num_channels} channels, got {value}")
+
 
 class GroupNorm2d(nn.Module):
-    """Normalize each sample over ``(C/G, H, W)`` per group, then a per-channel affine map."""
+    """Normalize each sample over ``(C/G, H, W)`` per group, then a per-channel affine map.
 
-    def __init__(self, num_channels: int, groups: int, eps: float = 1e-5, affine: bool = True):
+    ``groups`` groups or groups of ``group_size`` channels (default 32 groups, lowered
+    to the largest divisor of the channels); the registered factory of ``groupnorm``.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        /,
+        groups: int | None = None,
+        group_size: int | None = None,
+        eps: float = 1e-5,
+        affine: bool = True,
+    ) -> None:
         super().__init__()
-        if groups < 1 or num_channels % groups:
-            raise OptionError(
-                f"groups must be a positive divisor of the {num_channels} channels, got {groups}"
-            )
+        if groups is not None and group_size is not None:
+            raise OptionError("groupnorm takes groups or group_size, not both")
+        if group_size is not None:
+            check_divisor("group_size", num_channels, group_size)
+            groups = num_channels // group_size
+        groups = resolve_groups("groups", num_channels, groups or None)  # groups=0: the default
         if eps <= 0:
             raise OptionError(f"eps must be positive, got {eps}")
         self.num_channels, self.groups, self.eps = num_channels, groups, eps
@@ -38,38 +74,15 @@ class GroupNorm2d(nn.Module):
         return f"{self.num_channels}, groups={self.groups}, eps={self.eps}"
 
 
-def _default_groups(num_channels: int, wanted: int = 32) -> int:
-    groups = min(wanted, num_channels)
-    while num_channels % groups:
-        groups -= 1
-    return groups
-
-
-def groupnorm(
-    num_channels: int,
-    /,
-    groups: int | None = None,
-    group_size: int | None = None,
-    eps: float = 1e-5,
-    affine: bool = True,
-) -> GroupNorm2d:
-    """GroupNorm with ``groups`` groups or groups of ``group_size`` channels (default 32 groups)."""
-    if groups is not None and group_size is not None:
-        raise OptionError("groupnorm takes groups or group_size, not both")
-    if group_size is not None:
-        if group_size < 1 or num_channels % group_size:
-            raise OptionError(
-                f"group_size must be a positive divisor of the {num_channels} channels, got {group_size}"
-            )
-        groups = num_channels // group_size
-    return GroupNorm2d(num_channels, groups or _default_groups(num_channels), eps, affine)
+#: The registry's factory (``fewnorm.norms.group:groupnorm``): the class itself.
+groupnorm = GroupNorm2d
 
 
 def layernorm(num_channels: int, /, eps: float = 1e-5, affine: bool = True) -> GroupNorm2d:
     """LayerNorm over ``(C, H, W)`` per sample (GroupNorm with one group)."""
-    return GroupNorm2d(num_channels, 1, eps, affine)
+    return GroupNorm2d(num_channels, groups=1, eps=eps, affine=affine)
 
 
 def instancenorm(num_channels: int, /, eps: float = 1e-5, affine: bool = True) -> GroupNorm2d:
     """InstanceNorm over ``(H, W)`` per sample and channel (GroupNorm with C groups)."""
-    return GroupNorm2d(num_channels, num_channels, eps, affine)
+    return GroupNorm2d(num_channels, groups=num_channels, eps=eps, affine=affine)

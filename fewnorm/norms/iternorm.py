@@ -64,7 +64,10 @@ class IterNorm2d(nn.Module):
     """Centre per channel and whiten each group of ``Cg`` channels with ``T`` Newton-Schulz steps.
 
     Training uses the batch's mean and whitening matrix and moves the running
-    ones by ``momentum``; evaluation applies the running ones.
+    ones by ``momentum``; evaluation applies the running ones. ``group_size``
+    defaults to 64 channels, halved until it divides the channels (an explicit
+    value must divide them); ``iterations`` is the paper's T; ``mode`` is the
+    few-shot mode (:mod:`fewnorm.norms.fewshot`).
     """
 
     running_mean: Tensor
@@ -73,7 +76,8 @@ class IterNorm2d(nn.Module):
     def __init__(
         self,
         num_channels: int,
-        group_size: int,
+        /,
+        group_size: int | None = None,
         iterations: int = 5,
         momentum: float = 0.1,
         eps: float = 1e-5,
@@ -81,12 +85,8 @@ class IterNorm2d(nn.Module):
         mode: str = "running",
     ) -> None:
         super().__init__()
+        group_size = resolve_group_size("iternorm", num_channels, group_size, DEFAULT_GROUP_SIZE)
         self.mode = check_mode("iternorm", mode)
-        if group_size < 1 or num_channels % group_size:
-            raise OptionError(
-                f"iternorm group_size must be a positive divisor of the {num_channels} channels, "
-                f"got {group_size}"
-            )
         if isinstance(iterations, bool) or not isinstance(iterations, int):
             raise OptionError(f"iternorm iterations must be a positive integer, got {iterations!r}")
         check_positive("iternorm", "iterations", iterations)
@@ -131,23 +131,5 @@ class IterNorm2d(nn.Module):
         )
 
 
-def iternorm(
-    num_channels: int,
-    /,
-    group_size: int | None = None,
-    iterations: int = 5,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    affine: bool = True,
-    mode: str = "running",
-) -> IterNorm2d:
-    """Factory for :class:`IterNorm2d`.
-
-    ``group_size`` defaults to 64 channels, halved until it divides the channels
-    (an explicit value must divide them); ``iterations`` is the paper's T; ``mode``
-    is the few-shot mode (:mod:`fewnorm.norms.fewshot`).
-    """
-    size = resolve_group_size("iternorm", num_channels, group_size, DEFAULT_GROUP_SIZE)
-    return IterNorm2d(
-        num_channels, size, iterations=iterations, momentum=momentum, eps=eps, affine=affine, mode=mode
-    )
+#: The registry's factory (``fewnorm.norms.iternorm:iternorm``): the class itself.
+iternorm = IterNorm2d

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewnorm.norms.affine_divergence import check_init_gain, check_variant, safe_norm
-from fewnorm.norms.weightnorm import check_conv_geometry
+from fewnorm.norms.weightnorm import NormConv2d
 
 
 def patch_squared_norms(x: Tensor, kernel_size: int, stride: int, padding: int) -> Tensor:
@@ -52,13 +52,20 @@ def patch_squared_norms(x: Tensor, kernel_size: int, stride: int, padding: int) 
     return F.conv2d(squares, ones, None, stride, padding)  # (N, 1, H', W')
 
 
-class PatchNormConv2d(nn.Module):
-    """Conv2d whose outputs are divided by their input patch's norm (affine divergence)."""
+class PatchNormConv2d(NormConv2d):
+    """Conv2d whose outputs are divided by their input patch's norm (affine divergence).
+
+    The registered factory of ``patchnorm``: ``num_channels`` output filters, the conv
+    geometry as keywords; ``variant`` is ``affine`` or ``norm``. ``eps`` is used by the
+    ``norm`` variant only; ``init_gain`` is a constant factor on the output (default
+    ``sqrt(in_channels * kernel_size^2)``, see the module docstring; ``1.0`` is the naive init).
+    """
 
     def __init__(
         self,
+        num_channels: int,
+        /,
         in_channels: int,
-        out_channels: int,
         kernel_size: int,
         stride: int = 1,
         padding: int = 0,
@@ -67,20 +74,17 @@ class PatchNormConv2d(nn.Module):
         eps: float = 1e-5,
         init_gain: float | None = None,
     ) -> None:
-        super().__init__()
-        check_conv_geometry("patchnorm", in_channels, out_channels, kernel_size, stride, padding)
+        super().__init__("patchnorm", num_channels, in_channels, kernel_size, stride, padding)
         check_variant("patchnorm", variant, eps)
         check_init_gain("patchnorm", init_gain)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.variant, self.eps = variant, eps
         fan_in = in_channels * kernel_size**2
         self.init_gain = math.sqrt(fan_in) if init_gain is None else init_gain
-        weight = torch.empty(out_channels, in_channels, kernel_size, kernel_size)
+        weight = torch.empty(num_channels, in_channels, kernel_size, kernel_size)
         nn.init.kaiming_normal_(weight, nonlinearity="relu")
         self.weight = nn.Parameter(weight)  # (Cout, Cin, k, k)
-        self.bias = nn.Parameter(torch.zeros(out_channels))  # (Cout,)
-        self.gain = nn.Parameter(torch.ones(out_channels)) if gain else None  # (Cout,)
+        self.bias = nn.Parameter(torch.zeros(num_channels))  # (Cout,)
+        self.gain = nn.Parameter(torch.ones(num_channels)) if gain else None  # (Cout,)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, Cin, H, W) -> (N, Cout, H', W')
         y = F.conv2d(x, self.weight, None, self.stride, self.padding)  # (N, Cout, H', W')
@@ -95,38 +99,10 @@ class PatchNormConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, variant={self.variant}, "
-            f"gain={self.gain is not None}, eps={self.eps}, init_gain={self.init_gain:.4g}"
+            f"{super().extra_repr()}, variant={self.variant}, gain={self.gain is not None}, "
+            f"eps={self.eps}, init_gain={self.init_gain:.4g}"
         )
 
 
-def patchnorm(
-    num_channels: int,
-    /,
-    in_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    padding: int = 0,
-    variant: str = "affine",
-    gain: bool = False,
-    eps: float = 1e-5,
-    init_gain: float | None = None,
-) -> PatchNormConv2d:
-    """PatchNorm conv with ``num_channels`` filters; ``variant`` is ``affine`` or ``norm``.
-
-    ``eps`` is used by the ``norm`` variant only; ``init_gain`` is a constant
-    factor on the output (default ``sqrt(in_channels * kernel_size^2)``, see the
-    module docstring; ``1.0`` is the naive init).
-    """
-    return PatchNormConv2d(
-        in_channels,
-        num_channels,
-        kernel_size,
-        stride,
-        padding,
-        variant=variant,
-        gain=gain,
-        eps=eps,
-        init_gain=init_gain,
-    )
+#: The registry's factory (``fewnorm.norms.patchnorm:patchnorm``): the class itself.
+patchnorm = PatchNormConv2d

@@ -24,7 +24,7 @@ inside the root; ``running_var`` averages the unbiased one (m/(m-1) times larger
 authors' code is public; the one public port (TensorFlow) averages the biased
 variance, so evaluation in ``running`` mode here divides by a deviation about
 1.1% larger at that size. Few-shot ``mode`` and the whitening rate's coupling to
-the learning-rate schedule: see :func:`swbn`.
+the learning-rate schedule: see :class:`StochasticWhiteningBatchNorm2d`.
 """
 
 from __future__ import annotations
@@ -57,6 +57,21 @@ class StochasticWhiteningBatchNorm2d(nn.Module):
     ``dW = (W S W^T - I) W`` or the Frobenius step
     ``dW = (W S W^T - I) W S / ||W S W^T - I||_F``. Evaluation: running moments,
     the current ``W``, no update. Output ``gamma * (W Xs) + beta``.
+
+    ``criterion`` kl | fro; ``whitening_lr`` is the paper's alpha; ``group_size``
+    defaults to 16 channels, halved until it divides the channels (an explicit
+    value must divide them); ``momentum`` of the running moments is ``1 - eta``;
+    ``mode`` is the few-shot mode (:mod:`fewnorm.norms.fewshot`; the MAML family
+    runs ``transductive`` unless told otherwise); with ``couple_lr`` the whitening step
+    follows the network's learning-rate schedule (``whitening_lr`` times the schedule's
+    current factor, as the training loop signals it), so that their ratio stays constant
+    as in the paper; ``couple_lr=False`` keeps it fixed.
+
+    ``whitening_lr`` defaults to 1e-3, not the paper's 1e-5 (tuned for ImageNet's
+    ~10^5-10^6 steps). Measured on 16 channels mixed by a fixed matrix (population
+    ``||W S W^T - I||_F`` from 4.5, KL, batches of m = 45 / 2000 columns): after
+    20k steps 1e-5 is still at 2.7 / 2.6, 1e-4 at 0.59 / 0.45, while 1e-3 reaches
+    its noise floor 0.25 / 0.02 within 5k steps; few-shot runs are 10^4 episodes.
     """
 
     running_mean: Tensor
@@ -66,9 +81,10 @@ class StochasticWhiteningBatchNorm2d(nn.Module):
     def __init__(
         self,
         num_channels: int,
-        group_size: int,
+        /,
         criterion: str = "kl",
         whitening_lr: float = 1e-3,
+        group_size: int | None = None,
         momentum: float = 0.05,
         eps: float = 1e-5,
         affine: bool = True,
@@ -76,6 +92,7 @@ class StochasticWhiteningBatchNorm2d(nn.Module):
         couple_lr: bool = True,
     ) -> None:
         super().__init__()
+        group_size = resolve_group_size("swbn", num_channels, group_size, DEFAULT_GROUP_SIZE)
         self.mode = check_mode("swbn", mode)
         self.couple_lr = couple_lr
         if criterion not in CRITERIA:
@@ -83,10 +100,6 @@ class StochasticWhiteningBatchNorm2d(nn.Module):
         check_positive("swbn", "whitening_lr", whitening_lr)
         check_momentum("swbn", momentum)
         check_positive("swbn", "eps", eps)
-        if group_size < 1 or num_channels % group_size:
-            raise OptionError(
-                f"swbn group_size must be a positive divisor of the {num_channels} channels, got {group_size}"
-            )
         self.num_channels, self.group_size, self.criterion = num_channels, group_size, criterion
         self.whitening_lr, self.momentum, self.eps = whitening_lr, momentum, eps
         self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
@@ -142,44 +155,5 @@ class StochasticWhiteningBatchNorm2d(nn.Module):
         )
 
 
-def swbn(
-    num_channels: int,
-    /,
-    criterion: str = "kl",
-    whitening_lr: float = 1e-3,
-    group_size: int | None = None,
-    momentum: float = 0.05,
-    eps: float = 1e-5,
-    affine: bool = True,
-    mode: str = "running",
-    couple_lr: bool = True,
-) -> StochasticWhiteningBatchNorm2d:
-    """Factory for :class:`StochasticWhiteningBatchNorm2d`.
-
-    ``criterion`` kl | fro; ``whitening_lr`` is the paper's alpha; ``group_size``
-    defaults to 16 channels, halved until it divides the channels (an explicit
-    value must divide them); ``momentum`` of the running moments is ``1 - eta``;
-    ``mode`` is the few-shot mode (:mod:`fewnorm.norms.fewshot`; the MAML family
-    runs ``transductive`` unless told otherwise); with ``couple_lr`` the whitening step
-    follows the network's learning-rate schedule (``whitening_lr`` times the schedule's
-    current factor, as the training loop signals it), so that their ratio stays constant
-    as in the paper; ``couple_lr=False`` keeps it fixed.
-
-    ``whitening_lr`` defaults to 1e-3, not the paper's 1e-5 (tuned for ImageNet's
-    ~10^5-10^6 steps). Measured on 16 channels mixed by a fixed matrix (population
-    ``||W S W^T - I||_F`` from 4.5, KL, batches of m = 45 / 2000 columns): after
-    20k steps 1e-5 is still at 2.7 / 2.6, 1e-4 at 0.59 / 0.45, while 1e-3 reaches
-    its noise floor 0.25 / 0.02 within 5k steps; few-shot runs are 10^4 episodes.
-    """
-    size = resolve_group_size("swbn", num_channels, group_size, DEFAULT_GROUP_SIZE)
-    return StochasticWhiteningBatchNorm2d(
-        num_channels,
-        size,
-        criterion=criterion,
-        whitening_lr=whitening_lr,
-        momentum=momentum,
-        eps=eps,
-        affine=affine,
-        mode=mode,
-        couple_lr=couple_lr,
-    )
+#: The registry's factory (``fewnorm.norms.swbn:swbn``): the class itself.
+swbn = StochasticWhiteningBatchNorm2d

@@ -44,50 +44,60 @@ def update_running_var(running_var: Tensor, var: Tensor, m: int, momentum: float
     update_running_(running_var, unbiased.to(running_var.dtype), momentum)
 
 
-class VarianceNorm2d(nn.Module):
-    """Divide each channel by its batch standard deviation over ``(N, H, W)``, no centering."""
+class RunningVarianceNorm(nn.Module):
+    """A normalizer that divides by the per-channel batch deviation over ``(N, H, W)`` and keeps
+    a running variance for evaluation (VarianceNorm, EvoNorm-B0): their checks, buffer and
+    statistics, written once."""
 
     running_var: Tensor
 
-    def __init__(
-        self,
-        num_channels: int,
-        momentum: float = 0.1,
-        eps: float = 1e-5,
-        affine: bool = True,
-        mode: str = "running",
-    ) -> None:
+    def __init__(self, name: str, num_channels: int, momentum: float, eps: float, mode: str) -> None:
         super().__init__()
-        check_momentum_eps("variancenorm", momentum, eps)
-        self.mode = check_mode("variancenorm", mode)
+        check_momentum_eps(name, momentum, eps)
+        self.mode = check_mode(name, mode)
         self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
-        self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_channels)) if affine else None
         self.register_buffer("running_var", torch.ones(num_channels))
 
-    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C, H, W)
+    def channel_variance(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (C,)
+        """The biased batch variance or ``running_var``, as the few-shot mode decides; moves
+        ``running_var`` when a training pass uses the batch's."""
         var, from_batch = select_statistics(
             self, self.mode, lambda: x.var(dim=(0, 2, 3), unbiased=False), lambda: self.running_var
         )  # (C,)
         if self.training and from_batch:
             update_running_var(self.running_var, var, x.numel() // x.shape[1], self.momentum)
-        scale = torch.rsqrt(var + self.eps)  # (C,)
-        if self.weight is not None:
-            scale = scale * self.weight
-        y = x * scale[None, :, None, None]
-        return y if self.bias is None else y + self.bias[None, :, None, None]
+        return var
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, momentum={self.momentum}, eps={self.eps}, mode={self.mode}"
 
 
-def variancenorm(
-    num_channels: int,
-    /,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    affine: bool = True,
-    mode: str = "running",
-) -> VarianceNorm2d:
-    """Factory for :class:`VarianceNorm2d`; ``mode`` is the few-shot mode (:mod:`fewnorm.norms.fewshot`)."""
-    return VarianceNorm2d(num_channels, momentum=momentum, eps=eps, affine=affine, mode=mode)
+class VarianceNorm2d(RunningVarianceNorm):
+    """Divide each channel by its batch standard deviation over ``(N, H, W)``, no centering.
+
+    ``mode`` is the few-shot mode (:mod:`fewnorm.norms.fewshot`).
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        /,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        affine: bool = True,
+        mode: str = "running",
+    ) -> None:
+        super().__init__("variancenorm", num_channels, momentum, eps, mode)
+        self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if affine else None
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C, H, W)
+        scale = torch.rsqrt(self.channel_variance(x) + self.eps)  # (C,)
+        if self.weight is not None:
+            scale = scale * self.weight
+        y = x * scale[None, :, None, None]
+        return y if self.bias is None else y + self.bias[None, :, None, None]
+
+
+#: The registry's factory (``fewnorm.norms.variance:variancenorm``): the class itself.
+variancenorm = VarianceNorm2d

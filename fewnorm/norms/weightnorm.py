@@ -8,8 +8,8 @@ Each output filter ``v[o]`` (``C_in x k x k``) is divided by its own norm and
 scaled by a learnable ``g[o]``: the filter's direction and length are learned
 separately, and the function does not change when ``v[o]`` is rescaled. No
 activation statistics, so it is identical in training and evaluation and safe
-for single images. This module also holds the geometry check that every
-conv-owning normalizer shares.
+for single images. This module also holds the geometry check and base class
+(:class:`NormConv2d`) that every conv-owning normalizer shares.
 """
 
 from __future__ import annotations
@@ -36,35 +36,53 @@ def check_conv_geometry(
             raise OptionError(f"{name}: {key} must be an integer >= {low}, got {value!r}")
 
 
-class WeightNormConv2d(nn.Module):
+class NormConv2d(nn.Module):
+    """Base of the conv-owning normalizers: the conv geometry, checked and stored once."""
+
+    def __init__(
+        self, name: str, out_channels: int, in_channels: int, kernel_size: int, stride: int, padding: int
+    ) -> None:
+        super().__init__()
+        check_conv_geometry(name, in_channels, out_channels, kernel_size, stride, padding)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
+
+
+class WeightNormConv2d(NormConv2d):
     """Conv2d with weight ``g[o] * v[o] / (||v[o]|| + eps)`` per output filter ``o``.
 
     ``v`` starts Kaiming-normal (ReLU gain) and ``g`` starts at ``||v[o]|| + eps``,
     so the initial effective weight is exactly ``v``: the layer starts as the
-    plain Kaiming conv.
+    plain Kaiming conv. The registered factory of ``weightnorm``: ``num_channels`` output
+    filters, the conv geometry as keywords; ``bias`` keeps a bias.
     """
 
     def __init__(
         self,
+        num_channels: int,
+        /,
         in_channels: int,
-        out_channels: int,
         kernel_size: int,
         stride: int = 1,
         padding: int = 0,
         eps: float = 1e-8,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        check_conv_geometry("weightnorm", in_channels, out_channels, kernel_size, stride, padding)
+        super().__init__("weightnorm", num_channels, in_channels, kernel_size, stride, padding)
         if not eps > 0:
             raise OptionError(f"weightnorm eps must be positive, got {eps}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding, self.eps = kernel_size, stride, padding, eps
-        v = torch.empty(out_channels, in_channels, kernel_size, kernel_size)
+        self.eps = eps
+        v = torch.empty(num_channels, in_channels, kernel_size, kernel_size)
         nn.init.kaiming_normal_(v, nonlinearity="relu")
         self.v = nn.Parameter(v)  # (Cout, Cin, k, k): the filters' directions
         self.g = nn.Parameter(torch.linalg.vector_norm(v, dim=(1, 2, 3)) + eps)  # (Cout,)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
 
     def effective_weight(self) -> Tensor:
         """The conv weight ``g * v / (||v|| + eps)``, computed from the current parameters."""
@@ -75,22 +93,8 @@ class WeightNormConv2d(nn.Module):
         return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, eps={self.eps}, "
-            f"bias={self.bias is not None}"
-        )
+        return f"{super().extra_repr()}, eps={self.eps}, bias={self.bias is not None}"
 
 
-def weightnorm(
-    num_channels: int,
-    /,
-    in_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    padding: int = 0,
-    eps: float = 1e-8,
-    bias: bool = True,
-) -> WeightNormConv2d:
-    """Weight-normalized conv with ``num_channels`` output filters; ``bias`` keeps a bias."""
-    return WeightNormConv2d(in_channels, num_channels, kernel_size, stride, padding, eps=eps, bias=bias)
+#: The registry's factory (``fewnorm.norms.weightnorm:weightnorm``): the class itself.
+weightnorm = WeightNormConv2d

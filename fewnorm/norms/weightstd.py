@@ -34,19 +34,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewnorm.errors import OptionError
-from fewnorm.norms.weightnorm import check_conv_geometry
+from fewnorm.norms.weightnorm import NormConv2d
 
 #: The NF-Nets gamma for ReLU: ``1 / std(relu(z))`` for ``z ~ N(0, 1)``.
 RELU_GAMMA = math.sqrt(2.0 / (1.0 - 1.0 / math.pi))
 
 
-class ScaledWSConv2d(nn.Module):
-    """Conv2d with per-filter standardized weights scaled by ``gamma * gain / sqrt(fan_in)``."""
+class ScaledWSConv2d(NormConv2d):
+    """Conv2d with per-filter standardized weights scaled by ``gamma * gain / sqrt(fan_in)``.
+
+    The registered factory of ``scaled-ws``: ``num_channels`` output filters, the conv
+    geometry as keywords; ``gamma=1`` drops the ReLU gain.
+    """
 
     def __init__(
         self,
+        num_channels: int,
+        /,
         in_channels: int,
-        out_channels: int,
         kernel_size: int,
         stride: int = 1,
         padding: int = 0,
@@ -54,8 +59,7 @@ class ScaledWSConv2d(nn.Module):
         gamma: float = RELU_GAMMA,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        check_conv_geometry("scaled-ws", in_channels, out_channels, kernel_size, stride, padding)
+        super().__init__("scaled-ws", num_channels, in_channels, kernel_size, stride, padding)
         if in_channels * kernel_size**2 < 2:
             raise OptionError(
                 "scaled-ws needs at least 2 weights per filter (in_channels * kernel_size^2 >= 2)"
@@ -64,12 +68,10 @@ class ScaledWSConv2d(nn.Module):
             raise OptionError(f"scaled-ws eps must be positive, got {eps}")
         if not (gamma > 0 and math.isfinite(gamma)):
             raise OptionError(f"scaled-ws gamma must be a positive finite number, got {gamma}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.eps, self.gamma = eps, gamma
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
-        self.gain = nn.Parameter(torch.ones(out_channels))  # (Cout,)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight = nn.Parameter(torch.randn(num_channels, in_channels, kernel_size, kernel_size))
+        self.gain = nn.Parameter(torch.ones(num_channels))  # (Cout,)
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
 
     def effective_weight(self) -> Tensor:
         """The standardized, scaled conv weight, computed from the current parameters."""
@@ -84,25 +86,8 @@ class ScaledWSConv2d(nn.Module):
         return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, eps={self.eps}, "
-            f"gamma={self.gamma:.4g}, bias={self.bias is not None}"
-        )
+        return f"{super().extra_repr()}, eps={self.eps}, gamma={self.gamma:.4g}, bias={self.bias is not None}"
 
 
-def scaled_ws(
-    num_channels: int,
-    /,
-    in_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    padding: int = 0,
-    eps: float = 1e-4,
-    gamma: float = RELU_GAMMA,
-    bias: bool = True,
-) -> ScaledWSConv2d:
-    """Scaled-WS conv with ``num_channels`` output filters; ``gamma=1`` drops the ReLU gain."""
-    return ScaledWSConv2d(
-        in_channels, num_channels, kernel_size, stride, padding, eps=eps, gamma=gamma, bias=bias
-    )
+#: The registry's factory (``fewnorm.norms.weightstd:scaled_ws``): the class itself.
+scaled_ws = ScaledWSConv2d

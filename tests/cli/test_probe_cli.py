@@ -10,11 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import fewnorm.data
 from fewnorm.cli.main import app
-from fewnorm.cli.probe import embedding_state
 from fewnorm.config import RunConfig
 from fewnorm.episodes import loop
+from fewnorm.episodes.probing import embedding_state
 from tests.episodes.test_sampler import make_store
 
 TINY = ["--hidden", "8", "--queries", "3", "--seeds", "2"]
@@ -23,8 +22,7 @@ TINY = ["--hidden", "8", "--queries", "3", "--seeds", "2"]
 @pytest.fixture(autouse=True)
 def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     synthetic = lambda dataset, split, root=None, **options: make_store(size=28)  # noqa: E731
-    monkeypatch.setattr(loop, "load_split", synthetic)  # train() in the meta-learned-init tests
-    monkeypatch.setattr(fewnorm.data, "load_split", synthetic)  # probe reads the data layer itself
+    monkeypatch.setattr("fewnorm.episodes.plan.load_split", synthetic)  # probe and train() read it
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -74,7 +72,7 @@ def test_probe_of_a_meta_learned_init(algo: str, tmp_path: Path) -> None:
     assert list(series) == ["batchnorm", "batchnorm (trained)"]
     assert series["batchnorm"] != series["batchnorm (trained)"]  # the body moved in meta-training
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
-    body = embedding_state(state, algo)
+    body = embedding_state(state)
     assert body and all(k in state for k in ("embedding." + k for k in body))
     assert not any(k.startswith("head.") for k in body)
 

@@ -230,7 +230,7 @@ def test_fresh_head_evaluation_is_idempotent_and_leaves_the_model_unchanged(norm
     model = tiny_model(norm, **options)
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    scorer = FreshHead(MAML(RunConfig(algo="maml", inner_steps_test=2)), "proto")
+    scorer = FreshHead(get_algorithm(RunConfig(algo="maml", inner_steps_test=2)), "proto")  # type: ignore[arg-type]
     episodes = [episode(ways=w, seed=s) for w, s in ((3, 0), (7, 1))]
     episodes = [
         Episode(e.support.float(), e.support_labels, e.query.float(), e.query_labels, e.ways, 2, 4)

@@ -162,7 +162,7 @@ def test_several_training_passes_before_one_backward() -> None:
 
 def test_kl_converges_on_a_fixed_batch() -> None:
     x = _batch(_mixing(), torch.Generator().manual_seed(1))
-    module = StochasticWhiteningBatchNorm2d(CG, CG, criterion="kl", whitening_lr=0.1).double()
+    module = StochasticWhiteningBatchNorm2d(CG, group_size=CG, criterion="kl", whitening_lr=0.1).double()
     residuals = _train(module, x, _correlation(x), 150)
     assert residuals[0] > 1.0
     assert residuals[-1] < 1e-6 * residuals[0]
@@ -173,7 +173,7 @@ def test_kl_whitens_the_population_from_fresh_batches() -> None:
     cov = mixing @ mixing.T
     d = cov.diagonal().rsqrt()
     population = d[:, None] * cov * d[None, :]  # the correlation of x = A z
-    module = StochasticWhiteningBatchNorm2d(CG, CG, criterion="kl", whitening_lr=0.05).double()
+    module = StochasticWhiteningBatchNorm2d(CG, group_size=CG, criterion="kl", whitening_lr=0.05).double()
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for _ in range(200):
@@ -187,7 +187,7 @@ def test_fro_settles_within_order_alpha() -> None:
     s = _correlation(x)
     plateaus = []
     for alpha, steps in ((0.1, 200), (0.05, 300)):
-        module = StochasticWhiteningBatchNorm2d(CG, CG, criterion="fro", whitening_lr=alpha)
+        module = StochasticWhiteningBatchNorm2d(CG, group_size=CG, criterion="fro", whitening_lr=alpha)
         residuals = _train(module.double(), x, s, steps)
         plateau = max(residuals[-50:])
         assert residuals[0] > 1.0
