@@ -20,6 +20,7 @@ from typing import Any
 
 from fewnorm.errors import ConfigError
 from fewnorm.norms.fewshot import MAML_MODE
+from fewnorm.norms.plugins import entry_point_discoverer
 from fewnorm.registry import Registry
 
 FAMILIES = ("metric", "gradient")
@@ -66,7 +67,6 @@ class AlgorithmSpec:
         return factory
 
 
-ALGORITHM_REGISTRY: Registry[AlgorithmSpec] = Registry("algorithm")
 #: The method a run uses when it names none.
 DEFAULT_ALGORITHM = "protonet"
 #: What the MAML family's inner loop and head read from a run's configuration.
@@ -131,19 +131,12 @@ BUILTIN_ALGORITHMS: tuple[AlgorithmSpec, ...] = (
         "Raghu, Raghu, Bengio and Vinyals, Rapid Learning or Feature Reuse?, ICLR 2020",
     ),
 )
-for _spec in BUILTIN_ALGORITHMS:
-    ALGORITHM_REGISTRY.register(_spec)
 #: Third-party algorithms: the entry points of this group, loaded before the first lookup.
 ENTRY_POINT_GROUP = "fewnorm.algorithms"
 
-
-def _discover(registry: Registry[AlgorithmSpec]) -> None:
-    from fewnorm.norms.plugins import load_entry_points
-
-    load_entry_points(registry, ENTRY_POINT_GROUP)
-
-
-ALGORITHM_REGISTRY.discoverer = _discover
+ALGORITHM_REGISTRY: Registry[AlgorithmSpec] = Registry(
+    "algorithm", entry_point_discoverer(ENTRY_POINT_GROUP), BUILTIN_ALGORITHMS
+)
 
 
 def get_algorithm_spec(name: str) -> AlgorithmSpec:

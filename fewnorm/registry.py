@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from fewnorm.names import normalize_name, unknown_name
@@ -41,12 +41,16 @@ class NameTakenError(ValueError):
 class Registry(Generic[S]):
     """Specs of one ``kind`` ("normalizer", "algorithm") by normalized name and alias."""
 
-    def __init__(self, kind: str, discoverer: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self, kind: str, discoverer: Callable[[Any], None] | None = None, builtins: Iterable[S] = ()
+    ) -> None:
         self.kind = kind
         self._specs: dict[str, S] = {}
         self._keys: dict[str, str] = {}  # normalized name or alias -> canonical name
         self._discovered = False
         self.discoverer = discoverer
+        for spec in builtins:
+            self.register(spec)
 
     def register(self, spec: S, *, replace: bool = False) -> S:
         """Add ``spec``; a name or alias that is taken is rejected unless ``replace``."""

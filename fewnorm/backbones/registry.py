@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fewnorm.norms.plugins import entry_point_discoverer
 from fewnorm.registry import Registry, load_object
 
 #: The options a backbone may accept, with the values that leave them off or at the default.
@@ -58,20 +59,12 @@ BUILTIN_BACKBONES: tuple[BackboneSpec, ...] = (
     ),
 )
 
-BACKBONE_REGISTRY: Registry[BackboneSpec] = Registry("backbone")
-for _spec in BUILTIN_BACKBONES:
-    BACKBONE_REGISTRY.register(_spec)
 #: Third-party backbones: the entry points of this group, loaded before the first lookup.
 ENTRY_POINT_GROUP = "fewnorm.backbones"
 
-
-def _discover(registry: Registry[BackboneSpec]) -> None:
-    from fewnorm.norms.plugins import load_entry_points
-
-    load_entry_points(registry, ENTRY_POINT_GROUP)
-
-
-BACKBONE_REGISTRY.discoverer = _discover
+BACKBONE_REGISTRY: Registry[BackboneSpec] = Registry(
+    "backbone", entry_point_discoverer(ENTRY_POINT_GROUP), BUILTIN_BACKBONES
+)
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fewnorm.data.spec import DatasetSpec
 from fewnorm.errors import DataError
+from fewnorm.norms.plugins import entry_point_discoverer
 from fewnorm.registry import Registry
 
 BACKGROUND = "images_background.zip"
@@ -96,20 +97,12 @@ BUILTIN_DATASETS: tuple[DatasetSpec, ...] = (
     ),
 )
 
-DATASET_REGISTRY: Registry[DatasetSpec] = Registry("dataset")
-for _spec in BUILTIN_DATASETS:
-    DATASET_REGISTRY.register(_spec)
 #: Third-party datasets: the entry points of this group, loaded before the first lookup.
 ENTRY_POINT_GROUP = "fewnorm.datasets"
 
-
-def _discover(registry: Registry[DatasetSpec]) -> None:
-    from fewnorm.norms.plugins import load_entry_points
-
-    load_entry_points(registry, ENTRY_POINT_GROUP)
-
-
-DATASET_REGISTRY.discoverer = _discover
+DATASET_REGISTRY: Registry[DatasetSpec] = Registry(
+    "dataset", entry_point_discoverer(ENTRY_POINT_GROUP), BUILTIN_DATASETS
+)
 
 #: The built-in Omniglot datasets, served from the official zips, by canonical name.
 DATASETS: tuple[str, ...] = tuple(s.name for s in BUILTIN_DATASETS if s.storage == "zips")

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -43,6 +44,11 @@ LOADED: dict[str, str] = {}
 def _dist_label(ep: EntryPoint) -> str:
     dist = ep.dist
     return f"{dist.name}=={dist.version}" if dist is not None else ep.value
+
+
+def entry_point_discoverer(group: str) -> Callable[[Registry[Any]], None]:
+    """A registry's discoverer: the entry points of ``group``, loaded as :func:`load_entry_points` does."""
+    return lambda registry: load_entry_points(registry, group)
 
 
 def load_entry_points(registry: Registry[Any] = REGISTRY, group: str = ENTRY_POINT_GROUP) -> None:

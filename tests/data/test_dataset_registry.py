@@ -135,9 +135,8 @@ def test_a_broken_entry_point_is_reported_by_distribution_and_breaks_nothing(
     broken = broken._for(SimpleNamespace(name="broken-datasets", version="1.0"))
     monkeypatch.setattr(plugin_mod, "entry_points", lambda group: [broken])
     monkeypatch.setattr(plugin_mod, "FAILURES", [])
-    registry: Registry[DatasetSpec] = Registry("dataset", registry_mod._discover)
-    for spec in registry_mod.BUILTIN_DATASETS:
-        registry.register(spec)
+    discover = plugin_mod.entry_point_discoverer(registry_mod.ENTRY_POINT_GROUP)
+    registry: Registry[DatasetSpec] = Registry("dataset", discover, registry_mod.BUILTIN_DATASETS)
     with pytest.warns(RuntimeWarning, match=r"broken-datasets==1\.0 \(entry point 'broken'\)"):
         names = registry.names()
     assert "omniglot" in names and registry.get("omniglot-minimal").image_shape == (1, 28, 28)
