@@ -1,0 +1,154 @@
+"""Running a study (``fewnorm study``): every cell's sweep, then the measurements, all resumable.
+
+For each cell of the grid (:class:`fewnorm.study.spec.Cell`, one compare sweep in
+``<out>/<algo>-<W>w<S>s/``) the engine trains the runs that are not finished yet; then,
+each stored under ``<out>`` once and read back on the next invocation:
+
+- ``transductive/<cell>/<run>.json`` -- the run's test accuracies with each query scored alone;
+- ``memory/<cell>/<label>.json`` -- bytes autograd keeps for one training step;
+- ``probe/<backbone>/<label>-<options hash>.json`` -- the properties at initialization.
+
+Every file is written atomically when its measurement ends, so a killed study loses at
+most the runs and the measurement in flight, and a second invocation retrains and
+re-measures nothing. ``study.json`` gathers everything for the reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from fewnorm.compare import NormEntry, Sweep, check_manifest, read_run
+from fewnorm.config import RunConfig
+from fewnorm.runs import RunDir, atomic_write_text, versions
+from fewnorm.study.spec import Cell, StudySpec
+
+#: Trains the runs of a sweep that are not finished in the folder; returns ``run name -> failure``.
+Engine = Callable[[Sweep, Path], dict[str, str]]
+#: Told each step of the study as it starts: ``(what, done, total)``.
+Progress = Callable[[str, int, int], None]
+RAW = "study.json"
+
+
+def _cached(path: Path, measure: Callable[[], Any]) -> Any:
+    """The value stored at ``path``, else ``measure()``, stored atomically before it is returned."""
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())["value"]
+        except (ValueError, KeyError):
+            pass  # a file from elsewhere: measure again
+    value = measure()
+    atomic_write_text(path, json.dumps({"value": value}) + "\n")
+    return value
+
+
+def _options_key(entry: NormEntry) -> str:
+    text = json.dumps({"norm": entry.norm, "options": entry.options}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def run_study(
+    spec: StudySpec, out: Path, engine: Engine, *, command: str = "", progress: Progress | None = None
+) -> dict[str, Any]:
+    """Train and measure what is missing, then write and return the raw results (``study.json``).
+
+    The study directory and each cell's sweep directory belong to this process meanwhile.
+    """
+    from fewnorm.episodes.study_measure import one_at_a_time, probe_at_init, step_memory
+
+    tell = progress or (lambda what, done, total: None)
+    cells = []
+    with RunDir(out).lock("study directory"):
+        for i, cell in enumerate(spec.cells):
+            folder = out / cell.name
+            tell(f"train {cell.name}", i, len(spec.cells))
+            with RunDir(folder).lock("sweep directory"):
+                check_manifest(folder, cell.sweep)
+                failures = engine(cell.sweep, folder)
+            runs = []
+            planned = cell.sweep.runs()
+            for j, run in enumerate(planned):
+                result = read_run(folder / run.name, run, failures.get(run.name, ""))
+                alone = None
+                if result.status == "ok":
+                    tell(f"one query at a time {cell.name}", j, len(planned))
+                    file = out / "transductive" / cell.name / f"{run.name}.json"
+                    measure = partial(one_at_a_time, folder / run.name, spec.transductive_episodes)
+                    alone = _cached(file, measure)
+                runs.append(dataclasses.asdict(result) | {"one_at_a_time": alone})
+            memory: dict[str, int] = {}
+            for entry in cell.sweep.norms:
+                tell(f"memory {cell.name}", len(memory), len(cell.sweep.norms))
+                config = _entry_config(cell.sweep, entry)
+                file = out / "memory" / cell.name / f"{entry.label}.json"
+                memory[entry.label] = _cached(file, partial(step_memory, config))
+            cells.append(_cell_record(cell, runs, memory))
+        probes = _probes(spec, out, tell, probe_at_init)
+        raw = {
+            "command": command,
+            "versions": versions(),
+            "spec": spec.source,
+            "probe_seeds": spec.probe_seeds,
+            "cells": cells,
+            "probes": probes,
+        }
+        atomic_write_text(out / RAW, json.dumps(raw, indent=1, default=str) + "\n")
+    return raw
+
+
+def _entry_config(sweep: Sweep, entry: NormEntry) -> RunConfig:
+    """The run configuration of ``entry`` in ``sweep`` (its first seed)."""
+    run = next(r for r in sweep.runs() if r.label == entry.label)
+    return RunConfig.model_validate(run.config)
+
+
+def _cell_record(cell: Cell, runs: list[dict[str, Any]], memory: dict[str, int]) -> dict[str, Any]:
+    base = cell.sweep.base
+    return {
+        "name": cell.name,
+        "algo": cell.algo,
+        "ways": cell.ways,
+        "shots": cell.shots,
+        "backbone": base["backbone"],
+        "baseline": cell.sweep.baseline,
+        "settings": cell.sweep.settings(),
+        "norms": [{"label": e.label, "norm": e.norm, "options": e.options} for e in cell.sweep.norms],
+        "runs": runs,
+        "memory_bytes": memory,
+    }
+
+
+def _probe_records(probe: Callable[[RunConfig, range], Any], config: RunConfig, seeds: range) -> list[Any]:
+    return [dataclasses.asdict(layer) for layer in probe(config, seeds)]
+
+
+def _probes(
+    spec: StudySpec, out: Path, tell: Progress, probe: Callable[[RunConfig, range], Any]
+) -> list[dict[str, Any]]:
+    """One probe per (backbone, normalizer with its options) of the grid, at the first cell's setting."""
+    wanted: dict[tuple[str, str], tuple[NormEntry, RunConfig]] = {}
+    for cell in spec.cells:
+        for entry in cell.sweep.norms:
+            config = _entry_config(cell.sweep, entry)
+            wanted.setdefault((config.backbone, _options_key(entry)), (entry, config))
+    records = []
+    for i, ((backbone, key), (entry, config)) in enumerate(wanted.items()):
+        tell("probe at initialization", i, len(wanted))
+        seeds = range(config.seed, config.seed + spec.probe_seeds)
+        file = out / "probe" / backbone / f"{entry.label}-{key}-{spec.probe_seeds}seeds.json"
+        layers = _cached(file, partial(_probe_records, probe, config, seeds))
+        records.append(
+            {
+                "backbone": backbone,
+                "label": entry.label,
+                "norm": entry.norm,
+                "options": entry.options,
+                "layers": layers,
+            }
+        )
+    return records
