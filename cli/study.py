@@ -131,18 +131,18 @@ def _run(
     from fewnorm.cli.compare_exec import SweepInterrupted
     from fewnorm.cli.render import print_json, stderr, stdout
     from fewnorm.episodes.study import run_study
-    from fewnorm.study.tables import results_table
+    from fewnorm.study.tables import cell_title, results_table
     from fewnorm.study.write import HTML, MARKDOWN, write_reports
 
     torch.set_num_threads(threads or cores())
-    command = "fewnorm " + shlex.join(sys.argv[1:])
+    invoked = "fewnorm " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "fewnorm" else ""
 
     def tell(what: str, done: int, total: int) -> None:
         if progress and not json_output:
             stderr.print(f"[dim]{what} ({done + 1}/{total})[/]", highlight=False)
 
     try:
-        raw = run_study(plan, folder, run_engine, command=command, progress=tell)
+        raw = run_study(plan, folder, run_engine, invoked=invoked, progress=tell)
     except SweepInterrupted as stop:
         typer.echo(
             f"interrupted ({stop}); finished runs are kept: re-run the same command to resume", err=True
@@ -162,11 +162,12 @@ def _run(
         return
     from rich.table import Table
 
-    for t in tables:
-        table = Table(title=t.caption, title_justify="left")
-        for h in t.headers:
-            table.add_column(h)
+    for cell, t in zip(report.cells, tables, strict=True):  # the terminal's share; the reports hold all
+        keep = (1, 2, 3, 4, 8)  # normalizer, accuracy, difference, rank, status
+        table = Table(title=f"{cell_title(cell)} ({cell.seeds} seeds)", title_justify="left")
+        for i in keep:
+            table.add_column(t.headers[i], no_wrap=i == 1)
         for row in t.rows:
-            table.add_row(*row)
+            table.add_row(*(row[i] for i in keep))
         stdout.print(table)
     stdout.print(f"[dim]{folder}: {MARKDOWN}, {HTML}, study.json[/]")

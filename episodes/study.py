@@ -10,7 +10,7 @@ each stored under ``<out>`` once and read back on the next invocation:
 
 Every file is written atomically when its measurement ends, so a killed study loses at
 most the runs and the measurement in flight, and a second invocation retrains and
-re-measures nothing. ``study.json`` gathers everything for the reports.
+re-measures nothing. ``study.json`` gathers everything for the reports; ``spec.yaml`` is the grid, merged.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ Engine = Callable[[Sweep, Path], dict[str, str]]
 #: Told each step of the study as it starts: ``(what, done, total)``.
 Progress = Callable[[str, int, int], None]
 RAW = "study.json"
+SPEC = "spec.yaml"
 
 
 def _cached(path: Path, measure: Callable[[], Any]) -> Any:
@@ -53,17 +54,22 @@ def _options_key(entry: NormEntry) -> str:
 
 
 def run_study(
-    spec: StudySpec, out: Path, engine: Engine, *, command: str = "", progress: Progress | None = None
+    spec: StudySpec, out: Path, engine: Engine, *, invoked: str = "", progress: Progress | None = None
 ) -> dict[str, Any]:
     """Train and measure what is missing, then write and return the raw results (``study.json``).
 
-    The study directory and each cell's sweep directory belong to this process meanwhile.
+    ``spec.yaml`` (the merged spec: file and options) is written first, and the reproducing
+    command names it; ``invoked`` is the command line as typed, kept beside it. The study
+    directory and each cell's sweep directory belong to this process meanwhile.
     """
+    import yaml
+
     from fewnorm.episodes.study_measure import one_at_a_time, probe_at_init, step_memory
 
     tell = progress or (lambda what, done, total: None)
     cells = []
     with RunDir(out).lock("study directory"):
+        atomic_write_text(out / SPEC, yaml.safe_dump(spec.source, sort_keys=False))
         for i, cell in enumerate(spec.cells):
             folder = out / cell.name
             tell(f"train {cell.name}", i, len(spec.cells))
@@ -90,7 +96,8 @@ def run_study(
             cells.append(_cell_record(cell, runs, memory))
         probes = _probes(spec, out, tell, probe_at_init)
         raw = {
-            "command": command,
+            "command": f"fewnorm study {out / SPEC} --out {out}",
+            "invoked": invoked,
             "versions": versions(),
             "spec": spec.source,
             "probe_seeds": spec.probe_seeds,

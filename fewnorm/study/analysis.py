@@ -229,6 +229,7 @@ def _predictiveness(
 class Report:
     cells: tuple[CellReport, ...]
     command: str
+    invoked: str
     versions: dict[str, Any]
     spec: dict[str, Any]
     probe_seeds: int
@@ -240,6 +241,7 @@ def analyse(raw: Mapping[str, Any]) -> Report:
     return Report(
         cells,
         raw.get("command", ""),
+        raw.get("invoked", ""),
         dict(raw.get("versions", {})),
         dict(raw.get("spec", {})),
         int(raw.get("probe_seeds", 0)),

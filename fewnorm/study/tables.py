@@ -110,6 +110,15 @@ def properties_table(cell: CellReport) -> Table:
 def reproduce_table(report: Report) -> Table:
     """The command, versions and each cell's settings, so that a reader can rerun any cell."""
     rows = [("command", report.command or "-")]
+    if report.invoked:
+        rows.append(("as typed", report.invoked))
+    for cell in report.cells:  # a cell alone: the same spec, one algorithm and setting
+        rows.append(
+            (
+                f"cell {cell.name} alone",
+                f"{report.command} --algos {cell.algo} --settings {cell.ways}w{cell.shots}s",
+            )
+        )
     rows += [(f"version: {k}", str(v)) for k, v in report.versions.items()]
     rows.append(("spec", json.dumps(report.spec, sort_keys=True, default=str)))
     rows.append(("probe", f"ProtoNet loss on one training episode per seed, {report.probe_seeds} seed(s)"))

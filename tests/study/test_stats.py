@@ -19,7 +19,7 @@ def test_t_quantiles_match_scipy() -> None:
 def test_t_quantile_by_hand() -> None:
     assert stats.t95(1) == 12.706
     assert stats.t95(4) == 2.776
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="degree of freedom"):
         stats.t95(0)
 
 
