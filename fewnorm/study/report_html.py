@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from html import escape
 
-from fewnorm.study.analysis import PROPERTIES, CellReport, Report
-from fewnorm.study.svg import interval_chart, scatter
+from fewnorm.study.analysis import CellReport, Report
+from fewnorm.study.svg import colors_for, interval_chart, scatter
 from fewnorm.study.tables import (
     Table,
     cell_title,
@@ -50,6 +50,7 @@ def html_table(table: Table) -> str:
 
 def _figures(cell: CellReport) -> str:
     chance = 1 / cell.ways
+    colors = colors_for([r.label for r in cell.rows])
     ok = [r for r in cell.rows if r.accuracy is not None]
     charts = [
         interval_chart(
@@ -57,6 +58,7 @@ def _figures(cell: CellReport) -> str:
             f"{cell_title(cell)}: test accuracy",
             "accuracy % (95% interval)",
             reference=100 * chance,
+            colors=colors,
         )
     ]
     if cell.exposure:
@@ -67,6 +69,7 @@ def _figures(cell: CellReport) -> str:
                 f"{cell_title(cell)}: one query at a time minus together",
                 "change in accuracy, pp (95% interval)",
                 reference=0.0,
+                colors=colors,
             )
         )
     for p in cell.predictiveness:
@@ -74,7 +77,7 @@ def _figures(cell: CellReport) -> str:
             c = p.correlation
             title = f"{p.prop}: ρ = {c.rho:+.2f}" if c.n > 1 else p.prop
             log_x = p.prop in ("variance growth", "gradient growth") and all(x > 0 for _, x, _ in p.points)
-            charts.append(scatter(p.points, title, PROPERTIES[p.prop], "test accuracy %", log_x=log_x))
+            charts.append(scatter(p.points, title, p.prop, "test accuracy %", log_x=log_x, colors=colors))
     return '<div class="figures">' + "\n".join(charts) + "</div>"
 
 

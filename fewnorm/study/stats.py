@@ -145,6 +145,8 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation (Pearson's on average ranks); NaN when either side is constant."""
     if len(x) != len(y):
         raise ValueError("spearman needs two sequences of the same length")
+    if len(x) < 2:
+        return math.nan
     rx, ry = average_ranks(x), average_ranks(y)
     dx, dy = rx - rx.mean(), ry - ry.mean()
     denominator = math.sqrt(float((dx * dx).sum() * (dy * dy).sum()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 WIDTH = 560
@@ -41,8 +41,17 @@ def _range(values: Sequence[float], pad: float = 0.05) -> tuple[float, float]:
     return low - pad * span, high + pad * span
 
 
+def colors_for(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per label, in order, so that a normalizer looks the same in every figure."""
+    return {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(labels)}
+
+
 def interval_chart(
-    rows: Sequence[tuple[str, float, float]], title: str, x_label: str, reference: float | None = None
+    rows: Sequence[tuple[str, float, float]],
+    title: str,
+    x_label: str,
+    reference: float | None = None,
+    colors: Mapping[str, str] | None = None,
 ) -> str:
     """Horizontal dot-and-whisker chart: one row per ``(label, value, half_width)``."""
     left, right, top, row_h = 150, 20, 28, 20
@@ -68,7 +77,7 @@ def interval_chart(
         )
     for i, (label, value, half) in enumerate(rows):
         y = top + row_h * i + row_h / 2
-        color = _PALETTE[i % len(_PALETTE)]
+        color = (colors or {}).get(label, _PALETTE[i % len(_PALETTE)])
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" {_FONT}>{escape(label)}</text>')
         parts.append(
             f'<line x1="{x(value - half):.1f}" y1="{y:.1f}" x2="{x(value + half):.1f}" y2="{y:.1f}" '
@@ -83,7 +92,13 @@ def interval_chart(
 
 
 def scatter(
-    points: Sequence[tuple[str, float, float]], title: str, x_label: str, y_label: str, *, log_x: bool = False
+    points: Sequence[tuple[str, float, float]],
+    title: str,
+    x_label: str,
+    y_label: str,
+    *,
+    log_x: bool = False,
+    colors: Mapping[str, str] | None = None,
 ) -> str:
     """Points ``(label, x, y)``, each labelled; ``log_x`` plots log10 of positive x values."""
     width, height, left, bottom_pad, top = WIDTH // 2 + 20, 260, 50, 40, 28
@@ -112,10 +127,13 @@ def scatter(
     for t in _ticks(y_low, y_high, 4):
         parts.append(f'<text x="{left - 4}" y="{py(t) + 4:.1f}" text-anchor="end" {_FONT}>{t:.3g}</text>')
     for i, ((label, _, _), xv, yv) in enumerate(zip(points, xs, ys, strict=True)):
-        color = _PALETTE[i % len(_PALETTE)]
+        color = (colors or {}).get(label, _PALETTE[i % len(_PALETTE)])
+        right_half = px(xv) > left + plot_w / 2  # label on the inner side: never cut at the edge
+        anchor, dx = ("end", -5) if right_half else ("start", 5)
         parts.append(f'<circle cx="{px(xv):.1f}" cy="{py(yv):.1f}" r="3.5" fill="{color}"/>')
         parts.append(
-            f'<text x="{px(xv) + 5:.1f}" y="{py(yv) - 4:.1f}" {_FONT} fill="{color}">{escape(label)}</text>'
+            f'<text x="{px(xv) + dx:.1f}" y="{py(yv) - 4:.1f}" text-anchor="{anchor}" {_FONT} fill="{color}">'
+            f"{escape(label)}</text>"
         )
     axis = f"{x_label} (log scale)" if log_x else x_label
     parts.append(
