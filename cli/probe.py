@@ -96,38 +96,18 @@ def probe(
 
 def _run(base: Any, entries: list[Any], trained: dict[str, Any] | None, seeds: range) -> dict[str, Any]:
     """Label -> per-layer stats averaged over ``seeds``; the trained checkpoint last."""
-    import torch
-
-    from fewnorm.data import load_split
-    from fewnorm.episodes.algorithms import build_embedding
-    from fewnorm.episodes.protonet import protonet_loss
-    from fewnorm.episodes.sampler import EpisodeSampler
-    from fewnorm.norms import NormKind, get_norm
-    from fewnorm.probe import average_stats, norm_layers, normalizer_type, probe_model
-
-    store = load_split(base.dataset, "train", base.data_root, **base.data_options)
-    sampler = EpisodeSampler(store, base.ways, base.shots, base.queries, split="train")
-    channels = store.image_shape[0]
-    episodes = [sampler.sample(torch.Generator().manual_seed(s)) for s in seeds]
+    from fewnorm.episodes.study_measure import probe_at_init
 
     def measure(config: Any, state: dict[str, Any] | None) -> list[Any]:
-        kind = normalizer_type(config.norm, config.norm_options, channels, config.hidden)
-        owns_conv = get_norm(config.norm).kind is NormKind.CONV
-        runs = []
-        for s, episode in zip(seeds, episodes, strict=True):
-            torch.manual_seed(s)
-            model = build_embedding(config, channels)
-            if state is not None:
-                model.load_state_dict(state)
-            layers = norm_layers(model, kind, owns_conv=owns_conv)
-            runs.append(probe_model(model, layers, episode, owns_conv=owns_conv, loss=protonet_loss))
-        return average_stats(runs)
+        return probe_at_init(config, seeds, state)
 
     series = {}
     for e in entries:
         series[e.label] = measure(base.model_copy(update={"norm": e.norm, "norm_options": e.options}), None)
     if trained is not None:
         config = type(base).model_validate(trained["config"])
+        same_episodes = {k: getattr(base, k) for k in ("ways", "shots", "queries", "data_root")}
+        config = config.model_copy(update=same_episodes)  # probed on the episodes of the rest
         series[f"{config.norm} (trained)"] = measure(config, embedding_state(trained["model"], config.algo))
     return series
 

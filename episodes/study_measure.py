@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,8 +34,11 @@ def _train_sampler(config: RunConfig, ways: int, shots: int, queries: int) -> Ep
     return EpisodeSampler(store, ways, shots, queries, split="train")
 
 
-def probe_at_init(config: RunConfig, seeds: Sequence[int]) -> list[LayerStats]:
-    """Per-layer properties of ``config``'s backbone at initialization, averaged over ``seeds``.
+def probe_at_init(
+    config: RunConfig, seeds: Sequence[int], state: dict[str, Any] | None = None
+) -> list[LayerStats]:
+    """Per-layer properties of ``config``'s backbone at initialization, averaged over ``seeds``
+    (``state``: a trained backbone's weights instead, probed on the same episodes).
 
     The loss is ProtoNet's on a ``config.ways``-way ``config.shots``-shot episode for every
     algorithm: the properties belong to the backbone and its normalizer, not to the method.
@@ -48,6 +52,8 @@ def probe_at_init(config: RunConfig, seeds: Sequence[int]) -> list[LayerStats]:
         episode = sampler.sample(torch.Generator().manual_seed(seed))
         torch.manual_seed(seed)
         model = build_embedding(config, channels)
+        if state is not None:
+            model.load_state_dict(state)
         layers = norm_layers(model, kind, owns_conv=owns_conv)
         runs.append(probe_model(model, layers, episode, owns_conv=owns_conv, loss=protonet_loss))
     return average_stats(runs)
