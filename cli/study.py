@@ -29,7 +29,8 @@ def sweep_engine(
 ) -> Engine:
     """The one adapter to the sweep engines: trains a sweep's unfinished runs in a folder.
 
-    Returns ``run name -> failure message``; raises ``SweepInterrupted`` on Ctrl-C.
+    Returns ``run name -> failure message``; Ctrl-C raises a ``KeyboardInterrupt`` once the runs in
+    flight have checkpointed. When the engines move into the library, only this import changes.
     """
     from fewnorm.cli.compare_exec import execute, plan_tasks, preflight
 
@@ -128,7 +129,6 @@ def _run(
 ) -> None:
     import torch
 
-    from fewnorm.cli.compare_exec import SweepInterrupted
     from fewnorm.cli.render import print_json, stderr, stdout
     from fewnorm.episodes.study import run_study
     from fewnorm.study.tables import cell_title, results_table
@@ -143,9 +143,10 @@ def _run(
 
     try:
         raw = run_study(plan, folder, run_engine, invoked=invoked, progress=tell)
-    except SweepInterrupted as stop:
+    except KeyboardInterrupt as stop:  # the engine's SweepInterrupted, or Ctrl-C while measuring
+        reason = str(stop) or "Ctrl-C"
         typer.echo(
-            f"interrupted ({stop}); finished runs are kept: re-run the same command to resume", err=True
+            f"interrupted ({reason}); finished runs are kept: re-run the same command to resume", err=True
         )
         raise typer.Exit(130) from None
     report = write_reports(raw, folder)

@@ -25,7 +25,7 @@ from typing import Any
 
 from fewnorm.compare import NormEntry, Sweep, check_manifest, read_run
 from fewnorm.config import RunConfig
-from fewnorm.runs import RunDir, atomic_write_text, versions
+from fewnorm.runs import SUMMARY, RunDir, atomic_write_text, versions
 from fewnorm.study.spec import Cell, StudySpec
 
 #: Trains the runs of a sweep that are not finished in the folder; returns ``run name -> failure``.
@@ -36,16 +36,32 @@ RAW = "study.json"
 SPEC = "spec.yaml"
 
 
-def _cached(path: Path, measure: Callable[[], Any]) -> Any:
-    """The value stored at ``path``, else ``measure()``, stored atomically before it is returned."""
+def _cached(path: Path, key: str, measure: Callable[[], Any]) -> Any:
+    """The value stored at ``path`` for ``key``, else ``measure()``, stored atomically and returned.
+
+    ``key`` names what the value was measured on (a run's summary, a configuration): a run
+    trained again, or other settings under the same name, are measured again.
+    """
     if path.is_file():
         try:
-            return json.loads(path.read_text())["value"]
-        except (ValueError, KeyError):
-            pass  # a file from elsewhere: measure again
+            stored = json.loads(path.read_text())
+            if stored["key"] == key:
+                return stored["value"]
+        except (ValueError, KeyError, TypeError):
+            pass  # torn or from elsewhere: measure again
     value = measure()
-    atomic_write_text(path, json.dumps({"value": value}) + "\n")
+    atomic_write_text(path, json.dumps({"key": key, "value": value}) + "\n")
     return value
+
+
+def _digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _settings(config: RunConfig) -> dict[str, Any]:
+    """What decides a measurement: the configuration without where the data lives."""
+    return {k: v for k, v in config.model_dump().items() if k != "data_root"}
 
 
 def _options_key(entry: NormEntry) -> str:
@@ -85,14 +101,16 @@ def run_study(
                     tell(f"one query at a time {cell.name}", j, len(planned))
                     file = out / "transductive" / cell.name / f"{run.name}.json"
                     measure = partial(one_at_a_time, folder / run.name, spec.transductive_episodes)
-                    alone = _cached(file, measure)
+                    summary = (folder / run.name / SUMMARY).read_text()
+                    alone = _cached(file, _digest(summary, spec.transductive_episodes), measure)
                 runs.append(dataclasses.asdict(result) | {"one_at_a_time": alone})
             memory: dict[str, int] = {}
             for entry in cell.sweep.norms:
                 tell(f"memory {cell.name}", len(memory), len(cell.sweep.norms))
                 config = _entry_config(cell.sweep, entry)
                 file = out / "memory" / cell.name / f"{entry.label}.json"
-                memory[entry.label] = _cached(file, partial(step_memory, config))
+                key = _digest(_settings(config))
+                memory[entry.label] = _cached(file, key, partial(step_memory, config))
             cells.append(_cell_record(cell, runs, memory))
         probes = _probes(spec, out, tell, probe_at_init)
         raw = {
@@ -148,7 +166,8 @@ def _probes(
         tell("probe at initialization", i, len(wanted))
         seeds = range(config.seed, config.seed + spec.probe_seeds)
         file = out / "probe" / backbone / f"{entry.label}-{key}-{spec.probe_seeds}seeds.json"
-        layers = _cached(file, partial(_probe_records, probe, config, seeds))
+        key = _digest(_settings(config), list(seeds))
+        layers = _cached(file, key, partial(_probe_records, probe, config, seeds))
         records.append(
             {
                 "backbone": backbone,

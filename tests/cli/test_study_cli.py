@@ -150,3 +150,26 @@ def test_unknown_spec_key_is_one_line(tmp_path: Path) -> None:
     spec.write_text("normz: [batchnorm]\n")
     code, _, stderr = invoke("study", str(spec), "--out", str(tmp_path / "s"))
     assert code == 2 and "unknown key 'normz'" in stderr
+
+
+def test_a_run_trained_again_is_measured_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    out = tmp_path / "s"
+    grid = ["--norms", "bn,none", "--algos", "protonet", "--seeds", "1"]
+    code, _, stderr = invoke("study", *grid, *TINY, "--out", str(out))
+    assert code == 0, stderr
+    shutil.rmtree(out / "protonet-5w1s" / "none-seed0")
+    measured: list[Path] = []
+    real = study_measure.one_at_a_time
+
+    def counting(run_dir: Path, episodes: int | None = None) -> list[float]:
+        measured.append(run_dir)
+        return real(run_dir, episodes)
+
+    monkeypatch.setattr(study_measure, "one_at_a_time", counting)
+    calls = Calls(monkeypatch)
+    code, _, stderr = invoke("study", *grid, *TINY, "--out", str(out))
+    assert code == 0, stderr
+    assert [name for name, _ in calls.runs] == ["none-seed0"]
+    assert [p.name for p in measured] == ["none-seed0"]  # batchnorm's stored measurement still holds
