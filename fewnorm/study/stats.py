@@ -168,17 +168,22 @@ class Correlation:
         return self.low > 0 or self.high < 0
 
 
+#: Fewest pairs a bootstrap interval of a rank correlation is given for: resamples of fewer
+#: hold so few distinct pairs that the interval says nothing (with 3 it is mostly [-1, 1] or a point).
+MIN_PAIRS = 5
+
+
 def spearman_bootstrap(
     x: Sequence[float], y: Sequence[float], replicates: int = REPLICATES, seed: int = 0
 ) -> Correlation:
     """:func:`spearman` with a percentile interval over pairs resampled with replacement.
 
-    Replicates in which either side is constant (no correlation defined) are dropped; an
-    interval needs at least three pairs, else it is NaN.
+    Replicates in which either side is constant (no correlation defined) are dropped; with
+    fewer than :data:`MIN_PAIRS` pairs the interval is NaN.
     """
     rho = spearman(x, y)
     n = len(x)
-    if n < 3:
+    if n < MIN_PAIRS:
         return Correlation(rho, math.nan, math.nan, n)
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rng = np.random.default_rng(seed)

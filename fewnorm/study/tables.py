@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fewnorm.metrics import Interval
 from fewnorm.study.analysis import PROPERTIES, CellReport, Report
+from fewnorm.study.stats import MIN_PAIRS
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,14 @@ def predictiveness_table(cell: CellReport) -> Table:
         c = p.correlation
         interval = "-" if math.isnan(c.low) else f"[{c.low:+.2f}, {c.high:+.2f}]"
         rows.append((p.prop, PROPERTIES[p.prop], _number(c.rho, "+.2f"), interval, str(c.n)))
+    few = any(math.isnan(p.correlation.low) for p in cell.predictiveness)
+    notes = (f"no interval with fewer than {MIN_PAIRS} normalizers",) if few else ()
     return Table(
         f"{cell_title(cell)}: Spearman rank correlation across normalizers between each property at "
         "initialization and final test accuracy (95% bootstrap interval over normalizers)",
         ("property", "measured as", "Spearman ρ", "95% interval", "normalizers"),
         tuple(rows),
+        notes,
     )
 
 

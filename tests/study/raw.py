@@ -13,6 +13,8 @@ NORMS = {
     "groupnorm": ("groupnorm", 0.05, 0.00, False, 3.0),
     "instancenorm": ("instancenorm", -0.05, 0.00, False, 1.0),
     "swbn": ("swbn", 0.10, -0.40, False, 4.0),
+    "layernorm": ("layernorm", 0.02, 0.00, False, 2.5),
+    "rmsnorm": ("rmsnorm", -0.02, 0.00, False, 1.5),
     "none": ("none", -0.60, 0.00, True, 0.5),
 }
 
@@ -21,7 +23,7 @@ def layers(scale: float) -> list[dict[str, Any]]:
     """Four probe layers whose properties all grow with ``scale``."""
     return [
         {"layer": i, "name": f"blocks.{i}.1", "variance": 1.0 + i * scale, "cosine": 0.1 * scale,
-         "stable_rank": 1.0 + scale, "grad_norm": scale * (4 - i)}
+         "stable_rank": 1.0 + scale, "grad_norm": scale ** (3 - i)}
         for i in range(4)
     ]  # fmt: skip
 

@@ -18,12 +18,13 @@ from tests.study.raw import NORMS, layers, make_raw
 
 def test_rows_are_sorted_and_the_collapse_is_neither_ranked_nor_correlated() -> None:
     (cell,) = analyse(make_raw()).cells
-    assert [r.label for r in cell.rows] == ["swbn", "groupnorm", "batchnorm", "instancenorm", "none"]
+    order = ["swbn", "groupnorm", "layernorm", "batchnorm", "rmsnorm", "instancenorm", "none"]
+    assert [r.label for r in cell.rows] == order
     collapsed = cell.rows[-1]
     assert collapsed.status == "collapsed" and collapsed.rank is None and collapsed.message
-    assert [r.rank.rank for r in cell.rows[:4] if r.rank] == [1, 2, 3, 4]
+    assert [r.rank.rank for r in cell.rows[:6] if r.rank] == [1, 2, 3, 4, 5, 6]
     for p in cell.predictiveness:
-        assert "none" not in [label for label, _, _ in p.points] and p.correlation.n == 4
+        assert "none" not in [label for label, _, _ in p.points] and p.correlation.n == 6
 
 
 def test_difference_is_paired_by_seed_and_episode() -> None:
@@ -54,7 +55,7 @@ def test_transductive_exposure() -> None:
 def test_properties_of_a_probe() -> None:
     p = properties(layers(2.0))
     assert p == pytest.approx({"variance growth": 7.0, "cosine similarity": 0.2, "stable rank": 3.0,
-                               "gradient growth": 4.0})  # fmt: skip
+                               "gradient growth": 8.0})  # fmt: skip
 
 
 def test_correlation_follows_the_constructed_ordering() -> None:
@@ -62,8 +63,9 @@ def test_correlation_follows_the_constructed_ordering() -> None:
     (cell,) = analyse(make_raw()).cells
     by_prop = {p.prop: p.correlation for p in cell.predictiveness}
     assert set(by_prop) == set(PROPERTIES)
-    for prop in ("variance growth", "cosine similarity", "stable rank"):
-        assert by_prop[prop].rho == pytest.approx(1.0)
+    for prop in PROPERTIES:
+        assert by_prop[prop].rho == pytest.approx(1.0) and by_prop[prop].low == pytest.approx(1.0)
+
     scales = {k: v[4] for k, v in NORMS.items()}
     assert scales["swbn"] > scales["groupnorm"] > scales["batchnorm"] > scales["instancenorm"]
 

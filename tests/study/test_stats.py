@@ -113,5 +113,5 @@ def test_spearman_bootstrap_interval() -> None:
     noise = stats.spearman_bootstrap(rng.random(12), rng.random(12), replicates=500)
     assert noise.low < noise.rho < noise.high
     assert noise.low < 0 < noise.high and not noise.excludes_zero
-    few = stats.spearman_bootstrap([1, 2], [2, 1])
-    assert few.n == 2 and math.isnan(few.low)
+    few = stats.spearman_bootstrap([1, 2, 3, 4], [2, 1, 4, 3])
+    assert few.n == 4 and few.rho == pytest.approx(0.6) and math.isnan(few.low) and not few.excludes_zero
