@@ -34,6 +34,11 @@ def sweep_engine(
     """
     from fewnorm.cli.compare_exec import execute, plan_tasks, preflight
 
+    if engine == "ray":  # missing Ray is one line now, not after the first cell
+        from fewnorm.cli.compare_ray import require_ray
+
+        require_ray()
+
     def run(sweep: Any, folder: Path) -> dict[str, str]:
         preflight(sweep)
         tasks = plan_tasks(sweep, folder)

@@ -25,6 +25,7 @@ from typing import Any
 
 from fewnorm.compare import NormEntry, Sweep, check_manifest, read_run
 from fewnorm.config import RunConfig
+from fewnorm.errors import ConfigError
 from fewnorm.runs import SUMMARY, RunDir, atomic_write_text, versions
 from fewnorm.study.spec import Cell, StudySpec
 
@@ -85,6 +86,7 @@ def run_study(
     tell = progress or (lambda what, done, total: None)
     cells = []
     with RunDir(out).lock("study directory"):
+        _check_spec(out / SPEC, spec.source)
         atomic_write_text(out / SPEC, yaml.safe_dump(spec.source, sort_keys=False))
         for i, cell in enumerate(spec.cells):
             folder = out / cell.name
@@ -115,6 +117,8 @@ def run_study(
         probes = _probes(spec, out, tell, probe_at_init)
         raw = {
             "command": f"fewnorm study {out / SPEC} --out {out}",
+            "spec_file": str(out / SPEC),
+            "out": str(out),
             "invoked": invoked,
             "versions": versions(),
             "spec": spec.source,
@@ -124,6 +128,33 @@ def run_study(
         }
         atomic_write_text(out / RAW, json.dumps(raw, indent=1, default=str) + "\n")
     return raw
+
+
+def _comparable(source: Any) -> Any:
+    """A spec without where the data lives (the same study, read from elsewhere)."""
+    if not isinstance(source, dict):
+        return source
+    shared = {k: v for k, v in (source.get("set") or {}).items() if k != "data_root"}
+    return source | {"set": shared}
+
+
+def _check_spec(file: Path, source: dict[str, Any]) -> None:
+    """Refuse a study directory that holds another study: its report would lose cells or mix grids."""
+    import yaml
+
+    if not file.is_file():
+        return
+    try:
+        stored = yaml.safe_load(file.read_text())
+    except yaml.YAMLError:
+        stored = None
+    if _comparable(json.loads(json.dumps(stored, default=str))) != _comparable(
+        json.loads(json.dumps(source, default=str))
+    ):
+        raise ConfigError(
+            f"'{file.parent}' holds a study with another grid ({file}); choose another --out, "
+            f"or run {file} itself to resume it"
+        )
 
 
 def _entry_config(sweep: Sweep, entry: NormEntry) -> RunConfig:

@@ -230,6 +230,8 @@ class Report:
     cells: tuple[CellReport, ...]
     command: str
     invoked: str
+    spec_file: str
+    out: str
     versions: dict[str, Any]
     spec: dict[str, Any]
     probe_seeds: int
@@ -242,6 +244,8 @@ def analyse(raw: Mapping[str, Any]) -> Report:
         cells,
         raw.get("command", ""),
         raw.get("invoked", ""),
+        raw.get("spec_file", ""),
+        raw.get("out", ""),
         dict(raw.get("versions", {})),
         dict(raw.get("spec", {})),
         int(raw.get("probe_seeds", 0)),

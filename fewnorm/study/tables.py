@@ -116,11 +116,12 @@ def reproduce_table(report: Report) -> Table:
     rows = [("command", report.command or "-")]
     if report.invoked:
         rows.append(("as typed", report.invoked))
-    for cell in report.cells:  # a cell alone: the same spec, one algorithm and setting
+    for cell in report.cells:  # a cell alone: the same spec, one algorithm and setting, elsewhere
         rows.append(
             (
                 f"cell {cell.name} alone",
-                f"{report.command} --algos {cell.algo} --settings {cell.ways}w{cell.shots}s",
+                f"fewnorm study {report.spec_file} --algos {cell.algo} --settings {cell.ways}w{cell.shots}s "
+                f"--out {report.out}-{cell.name}",
             )
         )
     rows += [(f"version: {k}", str(v)) for k, v in report.versions.items()]

@@ -127,6 +127,11 @@ def test_two_algorithms_and_a_spec_file(tmp_path: Path) -> None:
     assert len(raw["probes"]) == 2  # one per (backbone, normalizer with its options), shared by the cells
 
 
+def test_a_directory_holding_another_study_is_refused(finished: Path) -> None:
+    code, _, stderr = invoke("study", "--norms", "bn", *TINY, "--out", str(finished))
+    assert code == 2 and "holds a study with another grid" in stderr and len(stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

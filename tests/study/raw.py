@@ -51,5 +51,6 @@ def make_raw(algo: str = "protonet") -> dict[str, Any]:
     probes = [{"backbone": "conv4", "label": k, "norm": v[0], "options": {}, "layers": layers(v[4])}
               for k, v in NORMS.items()]  # fmt: skip
     command = "fewnorm study runs/s/spec.yaml --out runs/s"
-    return {"command": command, "invoked": "", "versions": {"torch": "x"}, "spec": {"algos": [algo]},
-            "probe_seeds": 3, "cells": [cell], "probes": probes}  # fmt: skip
+    return {"command": command, "invoked": "", "spec_file": "runs/s/spec.yaml", "out": "runs/s",
+            "versions": {"torch": "x"}, "spec": {"algos": [algo]}, "probe_seeds": 3, "cells": [cell],
+            "probes": probes}  # fmt: skip

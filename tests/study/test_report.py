@@ -76,7 +76,9 @@ def test_markdown_holds_every_table() -> None:
         assert heading in text
     for label in NORMS:
         assert f"| {label} |" in text
-    assert "fewnorm study runs/s/spec.yaml --out runs/s --algos protonet --settings 5w1s" in text
+    assert (
+        "fewnorm study runs/s/spec.yaml --algos protonet --settings 5w1s --out runs/s-protonet-5w1s" in text
+    )
     assert "none: accuracy at chance" in text
 
 
