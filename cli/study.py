@@ -30,7 +30,8 @@ def sweep_engine(
     """The one adapter to the sweep engines: trains a sweep's unfinished runs in a folder.
 
     Returns ``run name -> failure message``; Ctrl-C raises a ``KeyboardInterrupt`` once the runs in
-    flight have checkpointed. When the engines move into the library, only this import changes.
+    flight have checkpointed. When the engines move into the library this becomes a call of the
+    library's sweep runner (which locks, checks and trains the same way), returning its failed runs.
     """
     from fewnorm.cli.compare_exec import execute, plan_tasks, preflight
 
@@ -40,14 +41,19 @@ def sweep_engine(
         require_ray()
 
     def run(sweep: Any, folder: Path) -> dict[str, str]:
-        preflight(sweep)
-        tasks = plan_tasks(sweep, folder)
-        if engine == "ray":
-            from fewnorm.cli.compare_ray import execute_ray
+        from fewnorm.compare import check_manifest
+        from fewnorm.runs import RunDir
 
-            return execute_ray(tasks, threads or 1, plugins, progress, address)
-        n = min(jobs or min(cores(), MAX_AUTO_JOBS), max(1, len(tasks)))
-        return execute(tasks, n, threads or max(1, cores() // n), plugins, progress)
+        with RunDir(folder).lock("sweep directory"):  # as compare's run_sweep: check, then train
+            preflight(sweep)
+            check_manifest(folder, sweep)
+            tasks = plan_tasks(sweep, folder)
+            if engine == "ray":
+                from fewnorm.cli.compare_ray import execute_ray
+
+                return execute_ray(tasks, threads or 1, plugins, progress, address)
+            n = min(jobs or min(cores(), MAX_AUTO_JOBS), max(1, len(tasks)))
+            return execute(tasks, n, threads or max(1, cores() // n), plugins, progress)
 
     return run
 

@@ -23,13 +23,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fewnorm.compare import NormEntry, Sweep, check_manifest, read_run
+from fewnorm.compare import NormEntry, Sweep, read_run
 from fewnorm.config import RunConfig
 from fewnorm.errors import ConfigError
 from fewnorm.runs import SUMMARY, RunDir, atomic_write_text, versions
 from fewnorm.study.spec import Cell, StudySpec
 
-#: Trains the runs of a sweep that are not finished in the folder; returns ``run name -> failure``.
+#: Trains the runs of a sweep that are not finished in its folder (locked meanwhile; its manifest
+#: checked, as ``fewnorm compare`` does); returns ``run name -> failure message``.
 Engine = Callable[[Sweep, Path], dict[str, str]]
 #: Told each step of the study as it starts: ``(what, done, total)``.
 Progress = Callable[[str, int, int], None]
@@ -91,9 +92,7 @@ def run_study(
         for i, cell in enumerate(spec.cells):
             folder = out / cell.name
             tell(f"train {cell.name}", i, len(spec.cells))
-            with RunDir(folder).lock("sweep directory"):
-                check_manifest(folder, cell.sweep)
-                failures = engine(cell.sweep, folder)
+            failures = engine(cell.sweep, folder)
             runs = []
             planned = cell.sweep.runs()
             for j, run in enumerate(planned):

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from fewnorm import data
 from fewnorm.config import RunConfig
-from fewnorm.data import load_split
 from fewnorm.episodes.algorithms import build_embedding, get_algorithm
 from fewnorm.episodes.evaluation import evaluate_checkpoint
 from fewnorm.episodes.protonet import protonet_loss
@@ -30,7 +30,7 @@ from fewnorm.probe import LayerStats, average_stats, norm_layers, normalizer_typ
 
 
 def _train_sampler(config: RunConfig, ways: int, shots: int, queries: int) -> EpisodeSampler:
-    store = load_split(config.dataset, "train", config.data_root, **config.data_options)
+    store = data.load_split(config.dataset, "train", config.data_root, **config.data_options)
     return EpisodeSampler(store, ways, shots, queries, split="train")
 
 
