@@ -39,12 +39,24 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from fewnorm.cli import algorithms, backbones, compare, data, datasets, evaluate, norms, probe, train
+    from fewnorm.cli import (
+        algorithms,
+        backbones,
+        compare,
+        data,
+        datasets,
+        evaluate,
+        norms,
+        probe,
+        study,
+        train,
+    )
 
     app.command()(train.train)
     app.command()(evaluate.evaluate)
     app.command()(compare.compare)
     app.command()(probe.probe)
+    app.command()(study.study)
     app.add_typer(norms.app, name="norms")
     app.add_typer(algorithms.app, name="algorithms")
     app.add_typer(data.app, name="data")

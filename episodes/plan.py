@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from fewnorm import data
 from fewnorm.algorithms import AlgorithmSpec, get_algorithm_spec
 from fewnorm.config import RunConfig
-from fewnorm.data import load_split
 from fewnorm.norms import get_norm
 from fewnorm.norms.check import check_bound_norm
 from fewnorm.norms.spec import BoundNorm, NormSpec
@@ -74,7 +74,7 @@ class RunPlan:
         """The images of split ``name``, read once per plan."""
         if name not in self._stores:
             c = self.config
-            self._stores[name] = load_split(c.dataset, name, c.data_root, **c.data_options)
+            self._stores[name] = data.load_split(c.dataset, name, c.data_root, **c.data_options)
         return self._stores[name]
 
     def splits(self, names: Iterable[str]) -> dict[str, ImageStore]:

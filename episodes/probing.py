@@ -26,6 +26,33 @@ from fewnorm.probe import LayerStats, average_stats, norm_layers, normalizer_typ
 EMBEDDING_PREFIX = "embedding."
 
 
+def probe_backbone(
+    config: RunConfig, seeds: Iterable[int], state: Mapping[str, Any] | None = None
+) -> list[LayerStats]:
+    """Per-layer properties of ``config``'s backbone, averaged over ``seeds`` (``state``: trained
+    weights instead of the initialization), each seed on its own training episode.
+
+    The loss is ProtoNet's on a ``config.ways``-way ``config.shots``-shot episode whatever the
+    algorithm: the properties belong to the backbone and its normalizer, not to the method.
+    """
+    plan = plan_run(config)
+    store = plan.split("train")
+    sampler = EpisodeSampler(store, config.ways, config.shots, config.queries, split="train")
+    channels = store.image_shape[0]
+    kind = normalizer_type(plan.norm, None, channels, config.hidden)
+    owns_conv = plan.norm_spec.kind is NormKind.CONV
+    runs = []
+    for seed in seeds:
+        episode = sampler.sample(torch.Generator().manual_seed(seed))
+        torch.manual_seed(seed)
+        model = build_embedding(plan, channels)
+        if state is not None:
+            model.load_state_dict(state)
+        layers = norm_layers(model, kind, owns_conv=owns_conv)
+        runs.append(probe_model(model, layers, episode, owns_conv=owns_conv, loss=protonet_loss))
+    return average_stats(runs)
+
+
 def probe_normalizers(
     base: RunConfig,
     entries: Sequence[tuple[str, str, Mapping[str, Any]]],
@@ -34,35 +61,19 @@ def probe_normalizers(
 ) -> dict[str, list[LayerStats]]:
     """``label -> per-layer statistics`` for each ``(label, norm, options)`` of ``entries``.
 
-    ``trained`` (a loaded checkpoint) adds its backbone, labelled ``"<norm> (trained)"``.
+    ``trained`` (a loaded checkpoint) adds its backbone, labelled ``"<norm> (trained)"``,
+    probed on the same episodes as the rest.
     """
     seeds = list(seeds)
-    plan = plan_run(base)
-    store = plan.split("train")
-    sampler = EpisodeSampler(store, base.ways, base.shots, base.queries, split="train")
-    channels = store.image_shape[0]
-    episodes = [sampler.sample(torch.Generator().manual_seed(s)) for s in seeds]
-
-    def measure(config: RunConfig, state: Mapping[str, Any] | None) -> list[LayerStats]:
-        planned = plan_run(config)
-        kind = normalizer_type(planned.norm, None, channels, config.hidden)
-        owns_conv = planned.norm_spec.kind is NormKind.CONV
-        runs = []
-        for s, episode in zip(seeds, episodes, strict=True):
-            torch.manual_seed(s)
-            model = build_embedding(planned, channels)
-            if state is not None:
-                model.load_state_dict(state)
-            layers = norm_layers(model, kind, owns_conv=owns_conv)
-            runs.append(probe_model(model, layers, episode, owns_conv=owns_conv, loss=protonet_loss))
-        return average_stats(runs)
-
     series = {}
     for label, norm, options in entries:
-        series[label] = measure(base.model_copy(update={"norm": norm, "norm_options": dict(options)}), None)
+        config = base.model_copy(update={"norm": norm, "norm_options": dict(options)})
+        series[label] = probe_backbone(config, seeds)
     if trained is not None:
         config = RunConfig.model_validate(trained["config"])
-        series[f"{config.norm} (trained)"] = measure(config, embedding_state(trained["model"]))
+        same_episodes = {k: getattr(base, k) for k in ("ways", "shots", "queries", "data_root")}
+        config = config.model_copy(update=same_episodes)
+        series[f"{config.norm} (trained)"] = probe_backbone(config, seeds, embedding_state(trained["model"]))
     return series
 
 

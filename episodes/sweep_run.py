@@ -42,6 +42,7 @@ class SweepOutcome:
     results: list[RunResult]
     skipped: int  # runs already done before this call
     planned: int
+    failures: dict[str, str]  # run name -> why it failed, for the runs trained by this call
 
 
 @contextmanager
@@ -129,7 +130,7 @@ def run_sweep(
         write_results(out, sweep, rows, results)
         if plots:
             write_plots(out, sweep, rows, results)
-    return SweepOutcome(out, rows, results, len(planned) - len(tasks), len(planned))
+    return SweepOutcome(out, rows, results, len(planned) - len(tasks), len(planned), failures)
 
 
 def sweep_title(sweep: Sweep) -> str:

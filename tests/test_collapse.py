@@ -133,8 +133,8 @@ def test_evaluate_marks_a_checkpoint_that_scores_chance(tmp_path: Path) -> None:
 
     mp = pytest.MonkeyPatch()
     try:
-        mp.setattr("fewnorm.episodes.plan.load_split", lambda dataset, split, root=None: make_store(size=28))
-        mp.setattr("fewnorm.episodes.plan.load_split", lambda dataset, split, root=None: make_store(size=28))
+        mp.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
+        mp.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
         config = RunConfig(
             norm="groupnorm", hidden=8, episodes=2, val_every=2, val_episodes=2, test_episodes=2, train_ways=5
         )

@@ -19,6 +19,7 @@ PRESETS = sorted(
     p
     for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")
     if "sweeps" not in p.parts  # sweep files (fewnorm compare) are checked in tests/test_compare.py
+    and "study" not in p.parts  # study specs (fewnorm study) in tests/study/test_spec.py
 )
 
 

@@ -157,8 +157,8 @@ def test_maml_meta_gradient_under_bf16_near_float32(vectorize: bool) -> None:
 
 
 def test_run_records_amp_and_evaluation_autocasts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fewnorm.episodes.plan.load_split", lambda *a, **k: make_store(size=28))
-    monkeypatch.setattr("fewnorm.episodes.plan.load_split", lambda *a, **k: make_store(size=28))
+    monkeypatch.setattr("fewnorm.data.load_split", lambda *a, **k: make_store(size=28))
+    monkeypatch.setattr("fewnorm.data.load_split", lambda *a, **k: make_store(size=28))
     config = RunConfig(
         norm="groupnorm", hidden=8, episodes=4, val_every=2, val_episodes=2, test_episodes=3,
         train_ways=5, train_queries=2, queries=3, amp="bf16",

@@ -51,9 +51,7 @@ def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The synthetic store; torch's thread count (``--threads 1`` sets it) restored afterwards."""
     import torch
 
-    monkeypatch.setattr(
-        "fewnorm.episodes.plan.load_split", lambda dataset, split, root=None: make_store(size=28)
-    )
+    monkeypatch.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -69,7 +67,7 @@ def _rows(out: Path) -> dict[str, dict[str, Any]]:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sweep") / "ref"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("fewnorm.episodes.plan.load_split", lambda dataset, split, root=None: make_store(size=28))
+        mp.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
         code, _, stderr = invoke("compare", *NORMS, *TINY, "--out", str(out))
     assert code == 0, stderr
     return out

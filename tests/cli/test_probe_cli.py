@@ -22,7 +22,7 @@ TINY = ["--hidden", "8", "--queries", "3", "--seeds", "2"]
 @pytest.fixture(autouse=True)
 def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     synthetic = lambda dataset, split, root=None, **options: make_store(size=28)  # noqa: E731
-    monkeypatch.setattr("fewnorm.episodes.plan.load_split", synthetic)  # probe and train() read it
+    monkeypatch.setattr("fewnorm.data.load_split", synthetic)  # probe and train() read it
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -100,9 +100,7 @@ def test_single_channel_and_episode() -> None:
 
 
 def test_training_augments_each_training_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        "fewnorm.episodes.plan.load_split", lambda dataset, split, root=None: make_store(size=28)
-    )
+    monkeypatch.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
     seen: list[torch.Generator] = []
     real = loop.augment_episode
 

@@ -190,7 +190,7 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def one_rank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as mp_:
-        mp_.setattr("fewnorm.episodes.plan.load_split", _synthetic)
+        mp_.setattr("fewnorm.data.load_split", _synthetic)
         run = tmp_path_factory.mktemp("one-rank") / "run"
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

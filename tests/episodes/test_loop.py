@@ -22,9 +22,7 @@ CONFIG = RunConfig(
 
 @pytest.fixture(autouse=True)
 def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        "fewnorm.episodes.plan.load_split", lambda dataset, split, root=None: make_store(size=28)
-    )
+    monkeypatch.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
 
 
 def test_run_directory_and_best_checkpoint(tmp_path: Path) -> None:

@@ -35,9 +35,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        "fewnorm.episodes.plan.load_split", lambda dataset, split, root=None: make_store(size=28)
-    )
+    monkeypatch.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
 
 
 def _numbers(run: Path) -> dict[str, Any]:
@@ -58,7 +56,7 @@ def _stop_at(episode: int, exc: type[BaseException]) -> Any:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("fewnorm.episodes.plan.load_split", lambda dataset, split, root=None: make_store(size=28))
+        mp.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
         run = tmp_path_factory.mktemp("ref") / "run"
         loop.train(CONFIG, run)
     return run
