@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import fewnorm.data
 from fewnorm.cli.main import app
-from fewnorm.episodes import evaluation, loop, study_measure
+from fewnorm.episodes import study_measure
 from tests.cli.test_compare_cli import Calls
 from tests.episodes.test_sampler import make_store
 
@@ -34,8 +34,7 @@ def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def store(*args: Any, **kwargs: Any) -> Any:
         return make_store(size=28)
 
-    for module in (loop, evaluation, fewnorm.data):
-        monkeypatch.setattr(module, "load_split", store)
+    monkeypatch.setattr(fewnorm.data, "load_split", store)  # every split is read through the data layer
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -45,8 +44,7 @@ def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("study") / "s"
     with pytest.MonkeyPatch.context() as mp:
-        for module in (loop, evaluation, fewnorm.data):
-            mp.setattr(module, "load_split", lambda *a, **k: make_store(size=28))
+        mp.setattr(fewnorm.data, "load_split", lambda *a, **k: make_store(size=28))
         code, _, stderr = invoke("study", *GRID, *TINY, "--out", str(out))
     assert code == 0, stderr
     return out
@@ -98,8 +96,7 @@ def test_killed_study_loses_only_the_run_in_flight(tmp_path: Path, monkeypatch: 
     code, _, stderr = invoke("study", *GRID, *TINY, "--out", str(out))
     assert code == 130 and "re-run the same command" in stderr
     monkeypatch.undo()
-    for module in (loop, evaluation, fewnorm.data):
-        monkeypatch.setattr(module, "load_split", lambda *a, **k: make_store(size=28))
+    monkeypatch.setattr(fewnorm.data, "load_split", lambda *a, **k: make_store(size=28))
     calls = Calls(monkeypatch)
     code, _, stderr = invoke("study", *GRID, *TINY, "--out", str(out))
     assert code == 0, stderr
