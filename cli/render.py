@@ -237,16 +237,33 @@ def _meta_batch_rows(config: Any) -> list[tuple[str, str]]:
     """The MAML family's meta-batch and how its tasks ran (vectorized or the per-task loop)."""
     if config.algo == "protonet":
         return []
+    if config.algo in ("baseline", "baseline-pp"):  # minibatches, and a fresh head per task
+        from fewnorm.episodes.baseline import finetune_protocol
+
+        batch = f"{config.batch_size} images of {config.pretrain_classes} training classes per step"
+        return [("pre-training", batch), ("fine-tuning", finetune_protocol(config))]
     from fewnorm.episodes.algorithms import meta_batch_path
 
     vectorized, why = meta_batch_path(config)
+    if config.algo == "reptile":  # minibatch shuffles and an optimizer state per task
+        vectorized, why = False, "per-task loop (Reptile)"
     if vectorized:
         chunks = min(config.effective_vectorize_chunks, config.meta_batch)  # as task_chunks splits
         why += f", {chunks} vmap call{'s' * (chunks > 1)} per step"
-    return [
-        ("meta-batch", f"{config.meta_batch} tasks per step; {why}"),
-        ("buffers", _buffer_roles(config)),
-    ]
+    rows = [("meta-batch", f"{config.meta_batch} tasks per step; {why}"), ("buffers", _buffer_roles(config))]
+    if config.algo == "reptile":
+        rows.append(("inner loop", _reptile_steps(config)))
+    return rows
+
+
+def _reptile_steps(config: Any) -> str:
+    """Reptile's inner optimizer and minibatches, in training and at test, and its meta step."""
+    train = f"{config.inner_steps} x {config.inner_batch or 'all'} images"
+    test = f"{config.inner_steps_test} x {config.inner_batch_test or 'all'}"
+    return (
+        f"{config.inner_optimizer or 'sgd'} lr {config.inner_lr:g}: {train} (test {test}); "
+        f"meta step {config.lr:g} decaying linearly to 0"
+    )
 
 
 def _buffer_roles(config: Any) -> str:

@@ -33,6 +33,7 @@ from fewnorm.config import RunConfig, validate_config
 from fewnorm.data import load_split
 from fewnorm.data.affine import affine_episode
 from fewnorm.data.augment import augment_episode
+from fewnorm.episode import EpisodeSource
 from fewnorm.episodes.algorithms import EpisodeScorer, get_algorithm, memory_format
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError, FewnormError, RunWriteError, TrainingDivergedError
@@ -435,7 +436,7 @@ def _train(
         split: load_split(config.dataset, split, config.data_root, **config.data_options)
         for split in ("train", "test", *(() if lake_style else ("val",)))
     }
-    train_sampler = EpisodeSampler(
+    train_sampler: EpisodeSource = EpisodeSampler(
         stores["train"],
         config.effective_train_ways,
         config.effective_train_shots,
@@ -447,6 +448,8 @@ def _train(
     if config.channels_last is None:  # recorded resolved: a later release may declare otherwise
         config = config.model_copy(update={"channels_last": memory_format(config)[0]})
     algorithm = get_algorithm(config)
+    if hasattr(algorithm, "pretraining"):  # Baseline: minibatches of every training class, not episodes
+        config, train_sampler = algorithm.pretraining(stores["train"])
     validate = _validator(config, stores, device, group)
     torch.manual_seed(config.seed)
     model = algorithm.build(config, stores["train"].image_shape[0]).to(device)
