@@ -207,9 +207,7 @@ STATISTICS = {
 def finetune_protocol(config: RunConfig) -> str:
     """One line for the summary: the fresh head's training and the statistics the backbone normalizes with."""
     mode = config.norm_options.get("mode")
-    stats = (
-        STATISTICS.get(mode, "no batch statistics (the normalizer has no few-shot modes)") if mode else None
-    )
+    stats = STATISTICS.get(mode, str(mode)) if mode else "none kept (the normalizer has no few-shot modes)"
     if mode == "transductive" and config.query_one_at_a_time:
         stats = "the support set's batch statistics on the support, each query image's own on it"
     body = "backbone fine-tuned too" if config.finetune_backbone else "backbone frozen"
