@@ -1,4 +1,4 @@
-"""Baseline and Baseline++: minibatch pre-training, the cosine head, fine-tuning that leaves the model alone."""
+"""Baseline and Baseline++: minibatch pre-training, the cosine head, fine-tuning that leaves the model be."""
 
 from __future__ import annotations
 
