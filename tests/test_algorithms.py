@@ -91,7 +91,8 @@ def test_the_configuration_reads_a_registered_algorithm(reptile_like: AlgorithmS
 def test_algorithms_command_lists_and_shows(reptile_like: AlgorithmSpec) -> None:
     runner = CliRunner()
     listed = json.loads(runner.invoke(app, ["algorithms", "--json"]).stdout)
-    assert [a["name"] for a in listed] == ["anil", "fomaml", "maml", "protonet", "third-party"]
+    builtins = sorted(["anil", "baseline", "baseline-pp", "fomaml", "maml", "protonet", "reptile"])
+    assert [a["name"] for a in listed] == [*builtins, "third-party"]
     shown = runner.invoke(app, ["algorithms", "show", "maml"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "normalizer mode: transductive" in shown.stdout
     unknown = runner.invoke(app, ["algorithms", "show", "mammal"])
