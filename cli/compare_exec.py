@@ -45,6 +45,7 @@ class Task:
 
 def preflight(sweep: Sweep) -> None:
     """Fail in one line before any training: data present, episodes possible, models buildable."""
+    from fewnorm.algorithms import get_algorithm_spec
     from fewnorm.cli.train import _check_norm
     from fewnorm.config import RunConfig, validate_config
     from fewnorm.episodes.loop import build_model, check_new_run, load_split, resolve_device  # train()'s
@@ -61,9 +62,11 @@ def preflight(sweep: Sweep) -> None:
     for entry in sweep.norms:
         # validated as each run's own config is, so that it gets the mode its run will use
         entry_config = validate_config(
-            c.model_dump() | {"norm": entry.norm, "norm_options": entry.options}, "sweep"
+            sweep.base | entry.settings | {"norm": entry.norm, "norm_options": entry.options}, "sweep"
         )
         config = _check_norm(entry_config, {})
+        if get_algorithm_spec(config.algo).family == "finetune":  # its head: one output per training class
+            config = config.model_copy(update={"pretrain_classes": stores["train"].num_classes})
         build_model(config, stores["train"].image_shape[0])
 
 
