@@ -334,24 +334,33 @@ MAML_ONLY_OPTIONS = (
     "inner_lr",
     "inner_steps",
     "inner_steps_test",
-    "inner_optimizer",
-    "inner_batch",
-    "inner_batch_test",
-    "finetune_backbone",
     "buffer_policy",
     "vectorize",
     "vectorize_chunks",
 )
+#: Options of Reptile's and the baselines' minibatch steps (fewnorm.episodes.finetune).
+MINIBATCH_OPTIONS = ("inner_optimizer", "inner_batch", "inner_batch_test")
+#: Options of the fine-tuning baselines only.
+FINETUNE_OPTIONS = ("batch_size", "finetune_backbone")
+#: What each built-in algorithm would record and never use.
+UNUSED_OPTIONS = {
+    "protonet": MAML_ONLY_OPTIONS + MINIBATCH_OPTIONS + FINETUNE_OPTIONS,
+    "maml": MINIBATCH_OPTIONS + FINETUNE_OPTIONS,
+    "fomaml": MINIBATCH_OPTIONS + FINETUNE_OPTIONS,
+    "anil": MINIBATCH_OPTIONS + FINETUNE_OPTIONS,
+    "reptile": (*FINETUNE_OPTIONS, "vectorize", "vectorize_chunks"),
+    "baseline": ("inner_steps", "inner_batch", "buffer_policy", "vectorize", "vectorize_chunks"),
+    "baseline-pp": ("inner_steps", "inner_batch", "buffer_policy", "vectorize", "vectorize_chunks"),
+}
 
 
 def _refuse_unused_options(algo: str, overrides: dict[str, Any]) -> None:
     """Refuse, in one line, options given on the command line that ``algo`` would ignore."""
-    if algo != "protonet":
-        return
-    given = [k for k in MAML_ONLY_OPTIONS if overrides.get(k) is not None]
+    given = [k for k in UNUSED_OPTIONS.get(algo, ()) if overrides.get(k) is not None]
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ConfigError(f"{flags} apply to maml, fomaml and anil; protonet does not use them: drop {flags}")
+        users = ", ".join(a for a, unused in UNUSED_OPTIONS.items() if not set(given) & set(unused))
+        raise ConfigError(f"{flags} apply to {users}; {algo} does not use them: drop {flags}")
 
 
 def _check_norm(config: Any, cli_options: dict[str, str]) -> Any:
