@@ -233,7 +233,8 @@ def load_lake20(
     config = validate_config(state["config"] | moved, "options")
     check_lake_safe(config)
     protocol = head_protocol(config, head_init, WAYS, fresh=True)  # a fresh head unless asked
-    if protocol is None and inner_steps_test is not None:
+    fine_tunes = get_algorithm_spec(config.algo).family == "finetune"  # its fresh head's steps
+    if protocol is None and not fine_tunes and inner_steps_test is not None:
         raise ConfigError(f"--inner-steps-test applies to {MAML_FAMILY}; this run is '{config.algo}'")
     runs_path = runs or default_runs_path(data_root or config.data_root)
     return LakeTask(str(path), config, state, runs_path, load_runs(runs_path), protocol)
