@@ -42,7 +42,7 @@ def test_each_algorithm_keeps_its_own_defaults() -> None:
 def test_compare_runs_the_grid(tmp_path: Path) -> None:
     out = tmp_path / "grid"
     args = ["--algos", ",".join(ALGOS), "--norms", "batchnorm,tasknorm-i", "--set", "inner_steps_test=3"]
-    code, stdout, stderr = invoke("compare", *args, *TINY, "--out", str(out), "--no-plots")
+    code, _, stderr = invoke("compare", *args, *TINY, "--out", str(out), "--no-plots")
     assert code == 0, stderr
     rows = {r["label"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert set(rows) == {f"{a}-{n}" for a in ALGOS for n in ("batchnorm", "tasknorm-i")}
