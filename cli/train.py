@@ -342,6 +342,9 @@ MAML_ONLY_OPTIONS = (
 MINIBATCH_OPTIONS = ("inner_optimizer", "inner_batch", "inner_batch_test")
 #: Options of the fine-tuning baselines only.
 FINETUNE_OPTIONS = ("batch_size", "finetune_backbone")
+#: The baselines train on minibatches with their own heads: no episodes, no inner loop.
+BASELINE_UNUSED = ("inner_steps", "inner_batch", "buffer_policy", "vectorize", "vectorize_chunks", "head",
+                   "train_ways", "train_shots", "train_queries")  # fmt: skip
 #: What each built-in algorithm would record and never use.
 UNUSED_OPTIONS = {
     "protonet": MAML_ONLY_OPTIONS + MINIBATCH_OPTIONS + FINETUNE_OPTIONS,
@@ -349,8 +352,8 @@ UNUSED_OPTIONS = {
     "fomaml": MINIBATCH_OPTIONS + FINETUNE_OPTIONS,
     "anil": MINIBATCH_OPTIONS + FINETUNE_OPTIONS,
     "reptile": (*FINETUNE_OPTIONS, "vectorize", "vectorize_chunks"),
-    "baseline": ("inner_steps", "inner_batch", "buffer_policy", "vectorize", "vectorize_chunks"),
-    "baseline-pp": ("inner_steps", "inner_batch", "buffer_policy", "vectorize", "vectorize_chunks"),
+    "baseline": BASELINE_UNUSED,
+    "baseline-pp": BASELINE_UNUSED,
 }
 
 
@@ -359,7 +362,10 @@ def _refuse_unused_options(algo: str, overrides: dict[str, Any]) -> None:
     given = [k for k in UNUSED_OPTIONS.get(algo, ()) if overrides.get(k) is not None]
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        users = ", ".join(a for a, unused in UNUSED_OPTIONS.items() if not set(given) & set(unused))
+        headless = {"protonet": ("head",)}  # check_new_run refuses protonet's --head with its own reason
+        users = ", ".join(
+            a for a, unused in UNUSED_OPTIONS.items() if not set(given) & {*unused, *headless.get(a, ())}
+        )
         raise ConfigError(f"{flags} apply to {users}; {algo} does not use them: drop {flags}")
 
 

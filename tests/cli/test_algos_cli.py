@@ -69,3 +69,18 @@ def test_reptile_option_errors_are_one_line(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "inner_optimizer must be one of sgd, adam, sgd-momentum" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--algo", "baseline", "--inner-steps", "3"], "baseline does not use them: drop --inner-steps"),
+        (["--algo", "baseline-pp", "--head", "linear"], "--head apply to maml, fomaml, anil, reptile;"),
+        (["--algo", "maml", "--inner-optimizer", "adam"], "apply to reptile, baseline, baseline-pp;"),
+        (["--algo", "reptile", "--finetune-backbone"], "reptile does not use them: drop --finetune-backbone"),
+    ],
+)
+def test_options_an_algorithm_would_ignore_are_refused(args: list[str], message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", *args, "--out", str(tmp_path / "r")])
+    assert result.exit_code != 0 and message in result.stderr, result.stderr
+    assert not (tmp_path / "r").exists()
