@@ -68,6 +68,9 @@ def compare(
         None, help="Ray cluster of --engine ray: auto (`ray start` here) or HOST:PORT (default: a new one)."
     ),
     algo: str | None = typer.Option(None, help=ALGO_HELP),
+    algos: str | None = typer.Option(
+        None, help="Comma-separated algorithms: a grid of every normalizer under each (labels algo-norm)."
+    ),
     dataset: str | None = typer.Option(None, help="Dataset (default omniglot-minimal)."),
     split_file: Path | None = typer.Option(None, help=SPLIT_FILE_HELP, metavar="PATH"),
     backbone: str | None = typer.Option(None, help="Backbone (default conv4)."),
@@ -144,6 +147,7 @@ def compare(
         norm_options=parse_scoped_options(norm_opt),
         seeds=seeds,
         baseline=baseline,
+        algos=[a.strip() for a in algos.split(",") if a.strip()] if algos else None,
     )
     run_sweep(plan, out or Path("runs") / f"compare-{plan.key()}", jobs, threads, plugin, progress,
               plots, json_output, engine=engine, address=address)  # fmt: skip

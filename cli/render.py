@@ -224,11 +224,20 @@ def _decision(summary: RunSummary, name: str) -> str:
     return str(summary.plan[name]["reason"]) if name in summary.plan else "not recorded"
 
 
+#: Decisions a method adds to its plan, with the summary row that shows each (plan order).
+METHOD_ROWS = (("inner_loop", "inner loop"), ("finetuning", "fine-tuning"))
+
+
 def _meta_batch_rows(config: Any, summary: RunSummary) -> list[tuple[str, str]]:
-    """How a gradient-based method ran its meta-batch (vectorized or the per-task loop), and its buffers."""
-    if "vectorized" not in summary.plan:
-        return []
-    return [
-        ("meta-batch", f"{config.meta_batch} tasks per step; {_decision(summary, 'vectorized')}"),
-        ("buffers", _decision(summary, "buffers")),
-    ]
+    """How the method trained: a meta-batch (vectorized or the per-task loop) and its buffers, or
+    minibatches of every training class; and what its own plan decisions say (Reptile, Baseline)."""
+    rows = []
+    if "vectorized" in summary.plan:
+        rows += [
+            ("meta-batch", f"{config.meta_batch} tasks per step; {_decision(summary, 'vectorized')}"),
+            ("buffers", _decision(summary, "buffers")),
+        ]
+    if "pretraining" in summary.plan:
+        classes = f"{config.pretrain_classes} training classes" if config.pretrain_classes else "every class"
+        rows.append(("pre-training", f"{config.batch_size} images of {classes} per step"))
+    return rows + [(label, _decision(summary, key)) for key, label in METHOD_ROWS if key in summary.plan]

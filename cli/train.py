@@ -71,6 +71,19 @@ def train(
     inner_steps_test: int | None = typer.Option(
         None, help="MAML inner steps at validation/test (default 10)."
     ),
+    inner_optimizer: str | None = typer.Option(
+        None, help="Reptile / Baseline test-time steps: sgd | adam | sgd-momentum (reptile adam)."
+    ),
+    inner_batch: int | None = typer.Option(None, help="Reptile: images per inner step (default 10)."),
+    inner_batch_test: int | None = typer.Option(
+        None, help="Reptile / Baseline: support images per test-time step (reptile 5, baseline 4)."
+    ),
+    batch_size: int | None = typer.Option(None, help="Baseline: images per pre-training minibatch (16)."),
+    finetune_backbone: bool | None = typer.Option(
+        None,
+        "--finetune-backbone/--frozen-backbone",
+        help="Baseline: fine-tune the backbone with the fresh head at test time (default frozen).",
+    ),
     buffer_policy: str | None = typer.Option(
         None,
         help="MAML buffers: by_role (default: statistics per task, learned state such as SWBN's "
@@ -106,7 +119,12 @@ def train(
     dropblock: float | None = typer.Option(
         None, help="ResNet-12 DropBlock drop probability (default 0: off)."
     ),
-    lr: float | None = typer.Option(None, help="Adam learning rate (default 1e-3)."),
+    lr: float | None = typer.Option(
+        None,
+        "--lr",
+        "--outer-lr",
+        help="Outer learning rate: Adam's (default 1e-3); Reptile's meta step (1.0).",
+    ),
     lr_halve_every: int | None = typer.Option(
         None, help="Halve the learning rate every N episodes (default 0: never; MAML-family 3000)."
     ),
@@ -207,6 +225,11 @@ def train(
         "inner_lr": inner_lr,
         "inner_steps": inner_steps,
         "inner_steps_test": inner_steps_test,
+        "inner_optimizer": inner_optimizer,
+        "inner_batch": inner_batch,
+        "inner_batch_test": inner_batch_test,
+        "batch_size": batch_size,
+        "finetune_backbone": finetune_backbone,
         "buffer_policy": buffer_policy,
         "head": head,
         "augment": augment,

@@ -6,7 +6,8 @@ one task scope and assigns each test item the training image whose embedding is 
 (ties to the first in file order, as ``argmin`` in the original). A MAML, FOMAML or ANIL
 model gets a fresh 20-way head per run (:mod:`fewnorm.episodes.reinit`: prototype or zero
 init), adapted on the training images by the run's test-time inner loop, and assigns each
-test item its highest logit (ties to the first). Scored exactly as Lake's
+test item its highest logit (ties to the first); a Baseline or Baseline++ model trains
+its own fresh 20-way head per run (:mod:`fewnorm.episodes.baseline`). Scored exactly as Lake's
 ``demo_classification.py``: per run ``100 - 100 * correct / ntest`` percent error, then
 the mean over the 20 runs. Only models trained on an alphabet-disjoint split
 (``omniglot``, ``omniglot-minimal``) may be scored, or on split files whose training and
@@ -174,10 +175,12 @@ def correct_counts(
     callback: Callable[[int], None] | None = None,
 ) -> list[int]:
     """Correct test items per run: nearest training image (ProtoNet), else a fresh adapted head."""
-    adapted = None
+    adapted: TaskScorer | None = None
+    alone = config.model_copy(update={"query_one_at_a_time": one_at_a_time})
     if protocol is not None:
-        alone = config.model_copy(update={"query_one_at_a_time": one_at_a_time})
         adapted = scoring_algorithm(alone, protocol.head_init)
+    elif get_algorithm_spec(config.algo).family == "finetune":  # a fresh head per run, its own scorer
+        adapted = plan_run(alone).algorithm
     correct = []
     for i, run in enumerate(runs):
         if adapted is None:
@@ -225,7 +228,8 @@ def load_lake20(
     config = validate_config(state["config"] | moved, "options")
     check_lake_safe(config)
     protocol = head_protocol(config, head_init, WAYS, fresh=True)  # a fresh head unless asked
-    if protocol is None and inner_steps_test is not None:
+    fine_tunes = get_algorithm_spec(config.algo).family == "finetune"  # its fresh head's steps
+    if protocol is None and not fine_tunes and inner_steps_test is not None:
         raise ConfigError(f"--inner-steps-test applies to {MAML_FAMILY}; this run is '{config.algo}'")
     runs_path = runs or default_runs_path(data_root or config.data_root)
     return LakeTask(str(path), config, state, runs_path, load_runs(runs_path), protocol)

@@ -33,6 +33,7 @@ from fewnorm.collapse import diagnose, last_train_accuracy
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data.affine import affine_episode
 from fewnorm.data.augment import augment_episode
+from fewnorm.episode import EpisodeSource
 from fewnorm.episodes.algorithms import EpisodeScorer
 from fewnorm.episodes.plan import RunPlan, plan_run
 from fewnorm.episodes.sampler import EpisodeSampler
@@ -432,7 +433,7 @@ def _train(
         log.warning("%s", slow)
     lake_style = config.val_protocol is not None  # validated on a fold's lake-style runs
     stores = plan.splits(("train", "test", *(() if lake_style else ("val",))))
-    train_sampler = EpisodeSampler(
+    train_sampler: EpisodeSource = EpisodeSampler(
         stores["train"],
         config.effective_train_ways,
         config.effective_train_shots,
@@ -442,9 +443,11 @@ def _train(
     test_sampler = EpisodeSampler(stores["test"], config.ways, config.shots, config.queries, split="test")
 
     algorithm = plan.algorithm
+    if hasattr(algorithm, "pretraining"):  # Baseline: minibatches of every training class, not episodes
+        config, train_sampler = algorithm.pretraining(stores["train"])
     validate = _validator(config, stores, device, group)
     torch.manual_seed(config.seed)
-    model = plan.build_model(stores["train"].image_shape[0]).to(device)
+    model = algorithm.build(config, stores["train"].image_shape[0]).to(device)  # config: Baseline's classes
     optimizer = algorithm.optimizer(model, config)
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, config.lr_halve_every, gamma=0.5)

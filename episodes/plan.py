@@ -57,7 +57,7 @@ class RunPlan:
     config: RunConfig  # validated; normalizer canonical, options typed, layout resolved
     norm: BoundNorm
     algorithm_spec: AlgorithmSpec
-    decisions: Mapping[str, Decision]
+    decisions: Mapping[str, Decision]  # the plan's, then the method's own (``algorithm.decisions()``)
     _stores: dict[str, ImageStore] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -113,7 +113,11 @@ def plan_run(config: RunConfig, norm_options: Mapping[str, Any] | None = None) -
     }
     if algorithm.family == "gradient":
         decisions |= _meta_batch_decisions(config, spec, algorithm)
-    return RunPlan(config, norm, algorithm, decisions)
+    plan = RunPlan(config, norm, algorithm, decisions)
+    method_decisions = getattr(plan.algorithm, "decisions", None)  # what only the method decides
+    if method_decisions is not None:
+        decisions.update(method_decisions())
+    return plan
 
 
 def memory_format(config: RunConfig, spec: NormSpec) -> tuple[bool, str]:

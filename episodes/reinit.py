@@ -45,7 +45,6 @@ from fewnorm.config import RunConfig
 from fewnorm.episode import Episode
 from fewnorm.episodes.algorithms import MAML, get_algorithm
 from fewnorm.episodes.heads import FewShotClassifier, canonical_head
-from fewnorm.episodes.maml import maml_evaluate
 from fewnorm.episodes.protonet import prototypes
 from fewnorm.errors import ConfigError
 from fewnorm.names import normalize_name, unknown_name
@@ -151,7 +150,7 @@ def reinit_classifier(model: nn.Module, support: Tensor, labels: Tensor, ways: i
 
     ``support`` is ``(ways*shots, C, H, W)`` with ``labels`` in ``0..ways-1``. The embedding is
     shared, not copied; the model's own head and state are left unchanged (``trained``
-    returns ``model`` itself). The model is put in evaluation mode, as :func:`maml_evaluate`
+    returns ``model`` itself). The model is put in evaluation mode, as evaluation
     does: the prototype pass must not move running statistics.
     """
     if init == "trained":
@@ -192,18 +191,17 @@ class TaskScorer(Protocol):
 
 class FreshHead:
     """Scores each task of a MAML-family run with a fresh head: ``head_init``, then the run's
-    test-time inner loop (:func:`maml_evaluate`); the model is left unchanged."""
+    test-time adaptation (the algorithm's ``evaluate``); the model is left unchanged."""
 
     def __init__(self, base: MAML, head_init: str) -> None:
-        self.loop = base.inner_loop(training=False)
-        self.one_at_a_time = base.config.query_one_at_a_time
+        self.base = base  # its evaluate adapts as the run does (MAML's SGD steps, Reptile's optimizer)
         self.head_init = head_init
 
     def evaluate(self, model: nn.Module, episode: Episode) -> float:
         fresh = reinit_classifier(
             model, episode.support, episode.support_labels, episode.ways, self.head_init
         )
-        return maml_evaluate(fresh, episode, self.loop, one_at_a_time=self.one_at_a_time)
+        return self.base.evaluate(fresh, episode)
 
     def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]:
         return [self.evaluate(model, e) for e in episodes]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fewnorm.algorithms import get_algorithm_spec
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.episodes.evaluation import EvalResult, check_counts, evaluate_checkpoint
 from fewnorm.episodes.reinit import MAML_FAMILY, HeadProtocol, head_protocol, scoring_algorithm
@@ -46,7 +47,8 @@ def evaluate_with_protocol(
     if overrides:  # as evaluate_checkpoint: evaluation-time settings only
         config = validate_config(config.model_dump() | overrides, "options")
     protocol = head_protocol(config, head_init, config.ways if ways is None else ways, fresh=False)
-    if protocol is None and (overrides or {}).get("inner_steps_test") is not None:  # as lake20 refuses it
+    fine_tunes = get_algorithm_spec(config.algo).family == "finetune"  # its fresh head's steps
+    if protocol is None and not fine_tunes and (overrides or {}).get("inner_steps_test") is not None:
         raise ConfigError(f"--inner-steps-test applies to {MAML_FAMILY}; this run is '{config.algo}'")
     if protocol is None or protocol.head_init == "trained":  # today's path, bit-identical numbers
         return evaluate_checkpoint(path, **settings, on_stage=on_stage), protocol

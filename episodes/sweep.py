@@ -60,9 +60,13 @@ def preflight(sweep: Sweep) -> None:
     for entry in sweep.norms:
         # validated as each run's own config is, so that it gets the mode its run will use
         entry_config = validate_config(
-            c.model_dump() | {"norm": entry.norm, "norm_options": entry.options}, "sweep"
+            sweep.base | entry.settings | {"norm": entry.norm, "norm_options": entry.options}, "sweep"
         )
-        plan_run(entry_config).build_model(stores["train"].image_shape[0])
+        plan = plan_run(entry_config)
+        config = plan.config
+        if hasattr(plan.algorithm, "pretraining"):  # Baseline: its head has one output per training class
+            config, _ = plan.algorithm.pretraining(stores["train"])
+        plan.algorithm.build(config, stores["train"].image_shape[0])
 
 
 def resume_decision(run_dir: Path) -> bool | None:

@@ -3,10 +3,12 @@
 An :class:`AlgorithmSpec` says everything the configuration, the command line and the
 evaluation protocols need to know of a method without importing it: its family
 (``metric``: an embedding scored by distances, no head; ``gradient``: adapted by an inner
-loop on a head), its default settings, the few-shot mode it runs batch-statistics
-normalizers in, and what it supports. Its factory (``"module:attribute"``, loaded on first
-use) takes the validated run configuration and returns the algorithm object that the
-pipelines (:mod:`fewnorm.episodes.algorithms`) drive. Third-party methods arrive through
+loop on a head; ``finetune``: pre-trained by ordinary supervised minibatches over every
+training class, then a fresh head fine-tuned on each task's support set), its default
+settings, the few-shot mode it runs batch-statistics normalizers in, and what it supports.
+Its factory (``"module:attribute"``, loaded on first use) takes the validated run
+configuration and returns the algorithm object that the pipelines
+(:mod:`fewnorm.episodes.algorithms`) drive. Third-party methods arrive through
 the entry-point group ``fewnorm.algorithms`` or :func:`register_algorithm`.
 """
 
@@ -23,7 +25,7 @@ from fewnorm.norms.fewshot import MAML_MODE
 from fewnorm.norms.plugins import entry_point_discoverer
 from fewnorm.registry import Registry
 
-FAMILIES = ("metric", "gradient")
+FAMILIES = ("metric", "gradient", "finetune")
 #: What an algorithm may support: Lake's one-shot runs, fresh heads at other ways, vmap
 #: over a meta-batch's tasks, several processes per step.
 CAPABILITIES = ("lake20", "reinit", "vmap", "distributed")
@@ -69,6 +71,8 @@ class AlgorithmSpec:
 
 #: The method a run uses when it names none.
 DEFAULT_ALGORITHM = "protonet"
+#: What episodic training reads (the fine-tuning baselines train on minibatches instead).
+EPISODE_OPTIONS = ("train_ways", "train_shots", "train_queries")
 #: What the MAML family's inner loop and head read from a run's configuration.
 INNER_LOOP_OPTIONS = (
     "inner_lr",
@@ -78,6 +82,26 @@ INNER_LOOP_OPTIONS = (
     "vectorize",
     "vectorize_chunks",
     "head",
+)
+#: Reptile's inner loop: MAML's without vmap, with an optimizer and minibatches of its own.
+REPTILE_OPTIONS = (
+    "inner_lr",
+    "inner_steps",
+    "inner_steps_test",
+    "buffer_policy",
+    "head",
+    "inner_optimizer",
+    "inner_batch",
+    "inner_batch_test",
+)
+#: The fine-tuning baselines: pre-training minibatches, and the test-time head's steps.
+FINETUNE_OPTIONS = (
+    "inner_lr",
+    "inner_steps_test",
+    "inner_optimizer",
+    "inner_batch_test",
+    "batch_size",
+    "finetune_backbone",
 )
 
 _E = "fewnorm.episodes.algorithms:"
@@ -103,7 +127,7 @@ def _gradient(name: str, factory: str, summary: str, paper: str) -> AlgorithmSpe
         defaults=GRADIENT_DEFAULTS,
         norm_mode=MAML_MODE,
         supports=("lake20", "reinit", "vmap", "distributed"),
-        options=INNER_LOOP_OPTIONS,
+        options=(*EPISODE_OPTIONS, *INNER_LOOP_OPTIONS),
     )
 
 
@@ -114,6 +138,7 @@ BUILTIN_ALGORITHMS: tuple[AlgorithmSpec, ...] = (
         summary="Prototypical Networks: nearest class mean of the support embeddings.",
         paper="Snell, Swersky and Zemel, Prototypical Networks, NeurIPS 2017",
         supports=("lake20", "distributed"),
+        options=EPISODE_OPTIONS,
         lacks={"head": "it classifies by the distance to class prototypes"},
         aliases=("prototypical", "proto"),
     ),
@@ -129,6 +154,83 @@ BUILTIN_ALGORITHMS: tuple[AlgorithmSpec, ...] = (
         "ANIL",
         "ANIL: the inner loop adapts only the head; second order.",
         "Raghu, Raghu, Bengio and Vinyals, Rapid Learning or Feature Reuse?, ICLR 2020",
+    ),
+)
+_NICHOL = "Nichol, Achiam and Schulman, On First-Order Meta-Learning Algorithms, arXiv 1803.02999, 2018"
+_CHEN = "Chen, Liu, Kira, Wang and Huang, A Closer Look at Few-shot Classification, ICLR 2019"
+#: Reptile's Omniglot settings (Nichol et al., Table 3 and their run commands): Adam inner steps of
+#: 0.001 (beta1 0) on batches of 10, 5 of them per task, meta step 1.0 decaying linearly to 0 over
+#: the run, 5 tasks per meta-batch, 50 test-time steps on batches of 5. The inner loop trains on a
+#: training task's support set of 10 images per class (their --train-shots 10); its query set
+#: only reports the adapted accuracy.
+REPTILE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "episodes": 3000,
+        "lr": 1.0,
+        "meta_batch": 5,
+        "inner_optimizer": "adam",
+        "inner_lr": 1e-3,
+        "inner_steps": 5,
+        "inner_batch": 10,
+        "inner_steps_test": 50,
+        "inner_batch_test": 5,
+        "train_shots": 10,
+        "val_every": 500,
+    }
+)
+#: Chen et al.'s code: Adam 1e-3 on minibatches of 16 images of every training class; at test a
+#: fresh head trained with SGD (lr 0.01, momentum 0.9, dampening 0.9, weight decay 1e-3) on
+#: batches of 4 support features (the backbone frozen). They run 100 passes over the support set
+#: (200 steps at 5-way 1-shot); the issue's default is 100 steps.
+FINETUNE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "episodes": 3000,
+        "batch_size": 16,
+        "val_every": 500,
+        "inner_optimizer": "sgd-momentum",
+        "inner_lr": 0.01,
+        "inner_steps_test": 100,
+        "inner_batch_test": 4,
+    }
+)
+
+
+def _finetune(name: str, factory: str, summary: str) -> AlgorithmSpec:
+    """A fine-tuning baseline: pre-trained on minibatches, a fresh head per task at test time."""
+    return AlgorithmSpec(
+        name=name,
+        factory=factory,
+        summary=summary,
+        paper=_CHEN,
+        family="finetune",
+        defaults=FINETUNE_DEFAULTS,
+        norm_mode="running",  # Chen et al. embed in eval(): the pre-training running averages
+        supports=("lake20", "distributed"),
+        options=FINETUNE_OPTIONS,
+    )
+
+
+BUILTIN_ALGORITHMS += (
+    AlgorithmSpec(
+        name="reptile",
+        factory="fewnorm.episodes.reptile:Reptile",
+        summary="Reptile: first-order meta-learning, the weights moved towards each task's adapted ones.",
+        paper=_NICHOL,
+        family="gradient",
+        defaults=REPTILE_DEFAULTS,
+        norm_mode=MAML_MODE,
+        supports=("lake20", "reinit", "distributed"),
+        options=(*EPISODE_OPTIONS, *REPTILE_OPTIONS),
+    ),
+    _finetune(
+        "baseline",
+        "fewnorm.episodes.baseline:Baseline",
+        "Baseline: supervised pre-training with a linear head; a fresh linear head per task.",
+    ),
+    _finetune(
+        "baseline-pp",
+        "fewnorm.episodes.baseline:BaselinePlusPlus",
+        "Baseline++: as Baseline with a cosine head of learned scale.",
     ),
 )
 #: Third-party algorithms: the entry points of this group, loaded before the first lookup.

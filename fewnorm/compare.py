@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 #: about a quarter of ``fewnorm train``'s 1200 episodes, still 600 fixed test episodes.
 COMPARE_DEFAULTS: dict[str, Any] = {"episodes": 300, "val_every": 100, "val_episodes": 50}
 #: Keys a sweep file may hold besides the run configuration's.
-SWEEP_KEYS = ("norms", "norm_options", "seeds", "baseline")
+SWEEP_KEYS = ("norms", "norm_options", "seeds", "baseline", "algos")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -43,6 +43,7 @@ class NormEntry:
     label: str
     norm: str
     options: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # run keys of its own: an algorithm's (--algos)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,9 @@ class Sweep:
     def runs(self) -> list[PlannedRun]:
         """One run per (normalizer, seed), normalizer-major."""
         return [
-            PlannedRun(e.label, s, self.base | {"norm": e.norm, "norm_options": e.options, "seed": s})
+            PlannedRun(
+                e.label, s, self.base | e.settings | {"norm": e.norm, "norm_options": e.options, "seed": s}
+            )
             for e in self.norms
             for s in self.seeds
         ]
@@ -82,7 +85,11 @@ class Sweep:
         """
         skip = ("data_root", "norm", "norm_options", "seed")
         base = {k: v for k, v in self.base.items() if k not in skip and v is not None}
-        norms = [{"label": e.label, "norm": e.norm, "options": e.options} for e in self.norms]
+        norms = [
+            {"label": e.label, "norm": e.norm, "options": e.options}
+            | ({"settings": e.settings} if e.settings else {})
+            for e in self.norms
+        ]
         return {"base": base, "norms": norms, "seeds": list(self.seeds)}
 
     def key(self) -> str:
@@ -167,8 +174,13 @@ def build_sweep(
     norm_options: Mapping[str, Mapping[str, Any]] | None = None,
     seeds: int | None = None,
     baseline: str | None = None,
+    algos: Sequence[str] | None = None,
 ) -> Sweep:
-    """Compare's defaults, then the sweep file, then options (``None`` values are ignored)."""
+    """Compare's defaults, then the sweep file, then options (``None`` values are ignored).
+
+    ``algos`` (or the file's ``algos:``) makes a grid: every normalizer under every
+    algorithm, each labelled ``<algo>-<label>``, with the algorithm's own defaults.
+    """
     data = dict(file_data or {})
     values = COMPARE_DEFAULTS | {k: v for k, v in data.items() if k not in SWEEP_KEYS}
     values |= {k: v for k, v in overrides.items() if v is not None}
@@ -188,7 +200,28 @@ def build_sweep(
     if len(set(seed_list)) != len(seed_list):
         raise ConfigError(f"seeds: {list(seed_list)} repeats a seed")
     base = config.model_dump()
+    entries = algorithm_grid(entries, base, values, list(algos or data.get("algos") or []))
     return Sweep(base, tuple(entries), seed_list, _baseline(entries, baseline or data.get("baseline")))
+
+
+def algorithm_grid(
+    entries: Sequence[NormEntry], base: Mapping[str, Any], values: Mapping[str, Any], algos: Sequence[str]
+) -> list[NormEntry]:
+    """Every entry under every algorithm of ``algos`` (none: ``entries`` as they are).
+
+    Each algorithm's configuration is ``values`` (compare's defaults, the file, the options)
+    with its ``algo``, validated, so that its own defaults apply (Reptile's meta step, the
+    baselines' fine-tuning); what differs from ``base`` becomes the entries' settings.
+    """
+    if not algos:
+        return list(entries)
+    grid = []
+    for algo in algos:
+        dumped = validate_config({**values, "algo": algo}, "options").model_dump()
+        own = {k: v for k, v in dumped.items() if k not in ("norm", "norm_options", "seed") and base[k] != v}
+        own["algo"] = dumped["algo"]
+        grid += [NormEntry(f"{dumped['algo']}-{e.label}", e.norm, e.options, own) for e in entries]
+    return grid
 
 
 def _baseline(entries: Sequence[NormEntry], asked: str | None) -> str:

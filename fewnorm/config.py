@@ -29,6 +29,10 @@ _KEYS_ONLY = "keys-only"
 #: matrix accumulated in the meta-model), ``per_task`` (every buffer cloned per task and
 #: discarded) and ``global`` (every buffer written back): the last two are ablations.
 BUFFER_POLICIES = ("by_role", "per_task", "global")
+#: Optimizers of Reptile's inner loop and of the fine-tuning baselines' test-time head
+#: (fewnorm.episodes.finetune): plain SGD, Adam with beta1 = 0 (Nichol et al.), SGD with
+#: momentum 0.9, dampening 0.9, weight decay 1e-3 (Chen et al.'s fine-tuning).
+INNER_OPTIMIZERS = ("sgd", "adam", "sgd-momentum")
 #: Vectorized meta-batches run as this many vmap calls unless told otherwise, each chunk's
 #: graph freed after its backward. vmap keeps about twice a task's activations per task
 #: (each per-task convolution runs grouped, on a copy of its input), so one call at meta-batch
@@ -108,6 +112,23 @@ class RunConfig(BaseModel):
         None, description="MAML buffers: by_role | per_task | global (None: by_role, BUFFER_POLICIES)"
     )
     query_one_at_a_time: bool = Field(False, description="score each query image alone")
+    inner_optimizer: str | None = Field(
+        None,
+        description="Reptile and fine-tuning steps: sgd | adam | sgd-momentum (None: sgd; INNER_OPTIMIZERS)",
+    )
+    inner_batch: int | None = Field(None, gt=0, description="Reptile: images per inner step (None: the task)")
+    inner_batch_test: int | None = Field(
+        None, gt=0, description="Reptile, Baseline: support images per test-time step (None: all)"
+    )
+    batch_size: int | None = Field(None, gt=0, description="Baseline: images per pre-training minibatch")
+    pretrain_classes: int | None = Field(
+        None,
+        gt=0,
+        description="Baseline: outputs of the pre-training head (recorded from the training split)",
+    )
+    finetune_backbone: bool | None = Field(
+        None, description="Baseline: fine-tune the backbone with the fresh head at test time (None: frozen)"
+    )
 
     seed: int = 0
     val_seed: int = Field(10_000_000, ge=0, description="val episode i is drawn from val_seed + i")
@@ -213,6 +234,13 @@ class RunConfig(BaseModel):
         if self.buffer_policy is not None and self.buffer_policy not in BUFFER_POLICIES:
             raise ValueError(f"buffer_policy must be one of {', '.join(BUFFER_POLICIES)}")
         return self
+
+    @field_validator("inner_optimizer")
+    @classmethod
+    def _known_inner_optimizer(cls, value: str | None) -> str | None:
+        if value is not None and value not in INNER_OPTIMIZERS:
+            raise ValueError(f"inner_optimizer must be one of {', '.join(INNER_OPTIMIZERS)}, got '{value}'")
+        return value
 
     @field_validator("amp")
     @classmethod

@@ -92,7 +92,8 @@ def test_algorithms_command_lists_and_shows(reptile_like: AlgorithmSpec) -> None
     runner = CliRunner()
     listed = json.loads(runner.invoke(app, ["algorithms", "--json"]).stdout)
     names = [a["name"] for a in listed if a["source"] == "fewnorm"]  # installed plugins' besides
-    assert names == ["protonet", "maml", "fomaml", "anil", "third-party"]  # built-ins as defined
+    builtins = ["protonet", "maml", "fomaml", "anil", "reptile", "baseline", "baseline-pp"]
+    assert names == [*builtins, "third-party"]  # built-ins as defined
     shown = runner.invoke(app, ["algorithms", "show", "maml"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "normalizer mode: transductive" in shown.stdout
     unknown = runner.invoke(app, ["algorithms", "show", "mammal"])

@@ -191,7 +191,7 @@ def test_default_path_prefers_the_zip(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("dataset", ["omniglot", "Omniglot_Minimal"])
-@pytest.mark.parametrize("algo", ["protonet", "maml", "fomaml", "anil"])
+@pytest.mark.parametrize("algo", ["protonet", "maml", "fomaml", "anil", "reptile", "baseline", "baseline-pp"])
 def test_alphabet_disjoint_models_may_be_scored(dataset: str, algo: str) -> None:
     check_lake_safe(RunConfig(dataset=dataset, algo=algo))
 
@@ -205,8 +205,8 @@ def test_alphabet_disjoint_models_may_be_scored(dataset: str, algo: str) -> None
             "not an Omniglot split known to be alphabet-disjoint",
         ),
         (
-            RunConfig.model_construct(dataset="omniglot", algo="reptile"),
-            "scores anil, fomaml, maml, protonet models; this run is 'reptile'",
+            RunConfig.model_construct(dataset="omniglot", algo="matching-networks"),
+            "protonet, reptile models; this run is 'matching-networks'",
         ),
     ],
 )

@@ -40,6 +40,8 @@ GRADIENT = {
     "anil": RunConfig(algo="anil", meta_batch=8, **TINY),
     "protonet": RunConfig(algo="protonet", meta_batch=8, norm_options={"mode": "running"}, **TINY),
     "protonet-one-each": RunConfig(algo="protonet", meta_batch=2, **TINY),
+    # Reptile's outer "gradient" theta - mean(phi): inner steps on the whole support set (no shuffle).
+    "reptile": RunConfig(algo="reptile", meta_batch=8, inner_batch=None, train_shots=2, **TINY),
 }
 #: A short training run; 5 validation and 7 test episodes do not split evenly over 2 ranks.
 TRAIN = RunConfig(
