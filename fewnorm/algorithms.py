@@ -60,6 +60,12 @@ class AlgorithmSpec:
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
         object.__setattr__(self, "lacks", MappingProxyType(dict(self.lacks)))
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The method-specific settings it reads: its ``options``, and training episodes' shape
+        unless it trains on minibatches (the ``finetune`` family)."""
+        return self.options if self.family == "finetune" else (*EPISODE_OPTIONS, *self.options)
+
     def load(self) -> Callable[..., Any]:
         """The factory, imported on first use if it was given as ``"module:attribute"``."""
         if callable(self.factory):
@@ -71,7 +77,8 @@ class AlgorithmSpec:
 
 #: The method a run uses when it names none.
 DEFAULT_ALGORITHM = "protonet"
-#: What episodic training reads (the fine-tuning baselines train on minibatches instead).
+#: What every episodic method reads (metric and gradient families); the fine-tuning baselines
+#: train on minibatches instead.
 EPISODE_OPTIONS = ("train_ways", "train_shots", "train_queries")
 #: What the MAML family's inner loop and head read from a run's configuration.
 INNER_LOOP_OPTIONS = (
@@ -127,7 +134,7 @@ def _gradient(name: str, factory: str, summary: str, paper: str) -> AlgorithmSpe
         defaults=GRADIENT_DEFAULTS,
         norm_mode=MAML_MODE,
         supports=("lake20", "reinit", "vmap", "distributed"),
-        options=(*EPISODE_OPTIONS, *INNER_LOOP_OPTIONS),
+        options=INNER_LOOP_OPTIONS,
     )
 
 
@@ -138,7 +145,6 @@ BUILTIN_ALGORITHMS: tuple[AlgorithmSpec, ...] = (
         summary="Prototypical Networks: nearest class mean of the support embeddings.",
         paper="Snell, Swersky and Zemel, Prototypical Networks, NeurIPS 2017",
         supports=("lake20", "distributed"),
-        options=EPISODE_OPTIONS,
         lacks={"head": "it classifies by the distance to class prototypes"},
         aliases=("prototypical", "proto"),
     ),
@@ -220,7 +226,7 @@ BUILTIN_ALGORITHMS += (
         defaults=REPTILE_DEFAULTS,
         norm_mode=MAML_MODE,
         supports=("lake20", "reinit", "distributed"),
-        options=(*EPISODE_OPTIONS, *REPTILE_OPTIONS),
+        options=REPTILE_OPTIONS,
     ),
     _finetune(
         "baseline",
@@ -260,11 +266,11 @@ def check_algorithm_options(algo: str, given: Mapping[str, Any]) -> None:
     """
     spec = get_algorithm_spec(algo)
     known = list_algorithms()
-    others = {key for s in known for key in s.options}
-    unused = [key for key in given if key in others and key not in spec.options]
+    others = {key for s in known for key in s.reads}
+    unused = [key for key in given if key in others and key not in spec.reads]
     if not unused:
         return
-    users = [s.name for s in known if set(unused) <= set(s.options)] or ["other methods"]
+    users = [s.name for s in known if set(unused) <= set(s.reads)] or ["other methods"]
     where = " and ".join(filter(None, (", ".join(users[:-1]), users[-1])))
     flags = ", ".join("--" + key.replace("_", "-") for key in unused)
     if len(unused) == 1:

@@ -88,6 +88,10 @@ def _same(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> list[str]:
 
 class _Kit:
     def __init__(self, spec: AlgorithmSpec, config: RunConfig, seed: int) -> None:
+        if spec.family == "finetune" and config.pretrain_classes is None:
+            # pre-trained on minibatches with a head over every training class: the kit's
+            # episodes stand in for minibatches of WAYS classes
+            config = config.model_copy(update={"pretrain_classes": WAYS})
         self.spec, self.config, self.seed = spec, config, seed
         self.shape = get_dataset_spec(config.dataset).image_shape
         self.train_episodes = [random_episode(self.shape, seed + i) for i in range(config.meta_batch)]

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from fewnorm.compare import build_sweep
-from fewnorm.episodes import loop
 from tests.cli.test_compare_cli import TINY, invoke
 from tests.episodes.test_sampler import make_store
 
@@ -21,7 +20,7 @@ ALGOS = ["protonet", "maml", "reptile", "baseline-pp"]
 def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import torch
 
-    monkeypatch.setattr(loop, "load_split", lambda dataset, split, root=None: make_store(size=28))
+    monkeypatch.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

@@ -153,7 +153,7 @@ BAD_INPUTS = [
     (["--device", "gpu"], "unknown device 'gpu'; use cpu, cuda or cuda:N"),
     (["--device", "cuda:x"], "unknown device 'cuda:x'; use cpu, cuda or cuda:N"),
     (["--device", "cpu:1"], "unknown device 'cpu:1'"),
-    (["--head", "linear"], "--head linear applies to maml, fomaml and anil; protonet has no head ("),
+    (["--head", "linear"], "--head linear applies to maml, fomaml, anil and reptile; protonet has no head ("),
     (["--inner-lr", "0.1", "--inner-steps-test", "2"], "--inner-lr, --inner-steps-test apply to maml"),
     (["--vectorize-chunks", "2"], "protonet does not use it: drop --vectorize-chunks"),
     (["--amp", "fp16"], "amp must be one of none, bf16, got 'fp16'"),

@@ -206,7 +206,7 @@ def test_alphabet_disjoint_models_may_be_scored(dataset: str, algo: str) -> None
         ),
         (
             RunConfig.model_construct(dataset="omniglot", algo="matching-networks"),
-            "protonet, reptile models; this run is 'matching-networks'",
+            "reptile, baseline, baseline-pp models; this run is 'matching-networks'",
         ),
     ],
 )

@@ -13,7 +13,6 @@ from fewnorm.backbones import Conv4
 from fewnorm.config import RunConfig
 from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.baseline import (
-    Baseline,
     CosineHead,
     MinibatchSampler,
     finetune_logits,
@@ -23,6 +22,7 @@ from fewnorm.episodes.baseline import (
 )
 from fewnorm.episodes.finetune import Steps
 from fewnorm.episodes.heads import FewShotClassifier
+from fewnorm.episodes.plan import plan_run
 from fewnorm.errors import ConfigError
 from fewnorm.norms import list_norms
 from tests.episodes.test_maml import tiny_episodes
@@ -136,12 +136,12 @@ def test_pretraining_reduces_the_loss() -> None:
 
 def test_pretraining_records_the_classes_and_refuses_changed_data() -> None:
     store = make_store(classes=7, per_class=20, size=8)
-    config, _ = Baseline(RunConfig(algo="baseline")).pretraining(store)
+    config, _ = plan_run(RunConfig(algo="baseline")).algorithm.pretraining(store)  # type: ignore[attr-defined]
     assert config.pretrain_classes == 7 and config.batch_size == 16
     with pytest.raises(ConfigError, match="data changed"):
-        Baseline(config.model_copy(update={"pretrain_classes": 9})).pretraining(store)
+        plan_run(config.model_copy(update={"pretrain_classes": 9})).algorithm.pretraining(store)  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="pretrain_classes"):
-        Baseline(RunConfig(algo="baseline")).build(RunConfig(algo="baseline"), 1)
+        plan_run(RunConfig(algo="baseline")).build_model(1)
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,8 @@ def _one_thread() -> Iterator[None]:
 
 
 def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    return Reptile(RunConfig(algo="reptile", lr=lr)).optimizer(model, RunConfig(algo="reptile", lr=lr))
+    config = RunConfig(algo="reptile", lr=lr)
+    return get_algorithm(config).optimizer(model, config)
 
 
 @pytest.mark.parametrize("norm", ["none", "batchnorm", "groupnorm"])

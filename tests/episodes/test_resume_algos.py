@@ -35,7 +35,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loop, "load_split", lambda dataset, split, root=None: make_store(size=28))
+    monkeypatch.setattr("fewnorm.data.load_split", lambda dataset, split, root=None: make_store(size=28))
 
 
 def _numbers(run: Path) -> dict[str, Any]:
