@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from fewnorm import distributed, torchrun
-from fewnorm.algorithms import check_algorithm_options
+from fewnorm.algorithms import EPISODE_OPTIONS, check_algorithm_options
 from fewnorm.allocator import keep_freed_memory
 from fewnorm.collapse import diagnose, last_train_accuracy
 from fewnorm.config import RunConfig, validate_config
@@ -284,9 +284,14 @@ def _restore(
 
 
 def check_new_run(config: RunConfig) -> None:
-    """Refuse settings that a fresh run would accept and ignore (recorded, never used)."""
+    """Refuse method settings that a fresh run would accept and ignore (recorded, never used).
+
+    The training episodes' shape is left alone here: a sweep over several algorithms shares it,
+    and the minibatch methods record it unused (``fewnorm train`` refuses it when given).
+    """
     defaults = {key: field.default for key, field in RunConfig.model_fields.items()}
-    check_algorithm_options(config.algo, {k: v for k, v in config if v != defaults.get(k, v)})
+    changed = {k: v for k, v in config if v != defaults.get(k, v) and k not in EPISODE_OPTIONS}
+    check_algorithm_options(config.algo, changed)
 
 
 def check_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
