@@ -8,52 +8,19 @@ episodes, and scores one episode without changing the model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import torch
 from torch import nn
 
 from fewnorm.backbones import build_backbone
 from fewnorm.config import RunConfig
-from fewnorm.episode import Episode, StepResult
+from fewnorm.episode import Algorithm, Episode, StepResult
 from fewnorm.episodes.heads import build_classifier, canonical_head, image_size
 from fewnorm.episodes.maml import InnerLoop, maml_evaluate, maml_evaluate_many, maml_train_step
 from fewnorm.episodes.plan import RunPlan, plan_run
 from fewnorm.episodes.protonet import protonet_evaluate, protonet_loss, protonet_train_step
 from fewnorm.errors import ConfigError
 from fewnorm.precision import autocast_forward
-
-
-class EpisodeScorer(Protocol):
-    """What scores fixed episodes without changing the model (an algorithm, or a fresh-head scorer)."""
-
-    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]: ...
-
-    def eval_chunk(self) -> int: ...
-
-
-class Algorithm(Protocol):
-    """A few-shot method, made by its registered factory from a run plan (``factory(plan)``).
-
-    ``build`` and ``optimizer`` receive the plan's config; the normalizer comes bound from the
-    plan (:func:`build_embedding`), never by name.
-    """
-
-    name: str
-
-    def build(self, config: RunConfig, in_channels: int) -> nn.Module: ...
-
-    def optimizer(self, model: nn.Module, config: RunConfig) -> torch.optim.Optimizer: ...
-
-    def train_step(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, episodes: Sequence[Episode]
-    ) -> StepResult: ...
-
-    def evaluate(self, model: nn.Module, episode: Episode) -> float: ...
-
-    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]: ...
-
-    def eval_chunk(self) -> int: ...
 
 
 def build_embedding(plan: RunPlan, in_channels: int) -> nn.Module:

@@ -10,7 +10,7 @@ from typing import Any
 from fewnorm.allocator import keep_freed_memory
 from fewnorm.collapse import diagnose, run_train_accuracy
 from fewnorm.config import RunConfig, validate_config
-from fewnorm.episodes.algorithms import EpisodeScorer
+from fewnorm.episode import EpisodeScorer
 from fewnorm.episodes.loop import evaluate, resolve_device
 from fewnorm.episodes.plan import plan_run
 from fewnorm.episodes.sampler import EpisodeSampler

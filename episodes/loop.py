@@ -33,8 +33,7 @@ from fewnorm.collapse import diagnose, last_train_accuracy
 from fewnorm.config import RunConfig, validate_config
 from fewnorm.data.affine import affine_episode
 from fewnorm.data.augment import augment_episode
-from fewnorm.episode import EpisodeSource
-from fewnorm.episodes.algorithms import EpisodeScorer
+from fewnorm.episode import EpisodeScorer, EpisodeSource
 from fewnorm.episodes.plan import RunPlan, plan_run
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.errors import ConfigError, FewnormError, RunWriteError, TrainingDivergedError

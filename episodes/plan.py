@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from fewnorm.data.store import ImageStore
-    from fewnorm.episodes.algorithms import Algorithm
+    from fewnorm.episode import Algorithm
 
 
 @dataclass(frozen=True)

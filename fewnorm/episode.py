@@ -1,4 +1,5 @@
-"""The types every layer shares: an episode, where episodes come from, a training step's result.
+"""The types every layer shares: an episode, where episodes come from, a training step's result,
+and the protocols of an algorithm and of what scores fixed episodes.
 
 They live in the core so that core modules (augmentation, the process group) can speak of
 episodes without importing the pipelines (:mod:`fewnorm.episodes`), which build on them.
@@ -6,11 +7,15 @@ episodes without importing the pipelines (:mod:`fewnorm.episodes`), which build 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from fewnorm.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,35 @@ class StepResult:
 
     loss: float
     accuracy: float
+
+
+class EpisodeScorer(Protocol):
+    """What scores fixed episodes without changing the model (an algorithm, or a fresh-head scorer)."""
+
+    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]: ...
+
+    def eval_chunk(self) -> int: ...
+
+
+class Algorithm(Protocol):
+    """A few-shot method, made by its registered factory from a run plan (``factory(plan)``).
+
+    ``build`` and ``optimizer`` receive the plan's config; the normalizer comes bound from the
+    plan (:func:`fewnorm.episodes.algorithms.build_embedding`), never by name.
+    """
+
+    name: str
+
+    def build(self, config: RunConfig, in_channels: int) -> nn.Module: ...
+
+    def optimizer(self, model: nn.Module, config: RunConfig) -> torch.optim.Optimizer: ...
+
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, episodes: Sequence[Episode]
+    ) -> StepResult: ...
+
+    def evaluate(self, model: nn.Module, episode: Episode) -> float: ...
+
+    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]: ...
+
+    def eval_chunk(self) -> int: ...

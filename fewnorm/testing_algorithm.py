@@ -18,8 +18,8 @@ its factory, ``"module:attribute"``, loaded when a check runs. Each check enforc
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from fewnorm.algorithms import AlgorithmSpec, get_algorithm_spec
 from fewnorm.config import RunConfig
 from fewnorm.data.registry import get_dataset_spec
-from fewnorm.episode import Episode, StepResult
+from fewnorm.episode import Algorithm, Episode, StepResult
 from fewnorm.registry import load_object
 
 #: What resolves a configuration into the run plan that algorithm factories take.
@@ -39,22 +39,6 @@ WAYS, SHOTS, QUERIES, META_BATCH, EVAL_EPISODES = 3, 1, 2, 2, 3
 
 class AlgorithmConformanceError(AssertionError):
     """An algorithm broke a rule of the contract; the message names the rule."""
-
-
-class _Algorithm(Protocol):
-    """The methods of the algorithm protocol (:mod:`fewnorm.episodes.algorithms`) the kit calls."""
-
-    def build(self, config: RunConfig, in_channels: int) -> nn.Module: ...
-
-    def optimizer(self, model: nn.Module, config: RunConfig) -> torch.optim.Optimizer: ...
-
-    def train_step(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, episodes: Sequence[Episode]
-    ) -> StepResult: ...
-
-    def evaluate(self, model: nn.Module, episode: Episode) -> float: ...
-
-    def evaluate_many(self, model: nn.Module, episodes: Sequence[Episode]) -> list[float]: ...
 
 
 def _fail(rule: str, name: str, why: str) -> AlgorithmConformanceError:
@@ -97,10 +81,10 @@ class _Kit:
         self.train_episodes = [random_episode(self.shape, seed + i) for i in range(config.meta_batch)]
         self.eval_episodes = [random_episode(self.shape, seed + 100 + i) for i in range(EVAL_EPISODES)]
 
-    def fresh(self) -> tuple[_Algorithm, nn.Module, torch.optim.Optimizer]:
+    def fresh(self) -> tuple[Algorithm, nn.Module, torch.optim.Optimizer]:
         """The algorithm object, its model (built under the seed) and its optimizer."""
         plan = load_object(PLANNER)(self.config)  # the normalizer bound, the run's decisions made
-        algorithm: _Algorithm = self.spec.load()(plan)
+        algorithm: Algorithm = self.spec.load()(plan)
         torch.manual_seed(self.seed)
         model = algorithm.build(self.config, self.shape[0])
         return algorithm, model, algorithm.optimizer(model, self.config)
