@@ -21,6 +21,7 @@ import torch
 
 from fewnorm import data
 from fewnorm.config import RunConfig
+from fewnorm.episode import EpisodeSource
 from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.evaluation import evaluate_checkpoint
 from fewnorm.episodes.probing import probe_backbone
@@ -57,17 +58,21 @@ def step_memory(config: RunConfig, seed: int = 0) -> int:
     """Bytes of the distinct storages autograd saves during one training step of ``config``.
 
     Measured on the per-task loop (``vectorize`` off: saved-tensor hooks do not see inside
-    vmap), at the run's training ways, shots and queries.
+    vmap), at the run's training ways, shots and queries; a method that pre-trains on
+    minibatches (Baseline) on one of its minibatches, as its training loop draws them.
     """
     config = config.model_copy(update={"vectorize": False})
     sampler = _train_sampler(
         config, config.effective_train_ways, config.effective_train_shots, config.train_queries
     )
+    source: EpisodeSource = sampler
     torch.manual_seed(seed)
     algorithm = get_algorithm(config)
+    if hasattr(algorithm, "pretraining"):  # its head has one output per training class
+        config, source = algorithm.pretraining(sampler.store)
     model = algorithm.build(config, sampler.store.image_shape[0])
     optimizer = algorithm.optimizer(model, config)
-    episodes = [sampler.sample(torch.Generator().manual_seed(seed + j)) for j in range(config.meta_batch)]
+    episodes = [source.sample(torch.Generator().manual_seed(seed + j)) for j in range(config.meta_batch)]
     seen: dict[tuple[int, int], int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,9 @@ PRESET = Path(__file__).resolve().parents[2] / "configs" / "study" / "omniglot-m
 
 def test_the_published_grid() -> None:
     spec = build_study(read_spec_file(PRESET), {})
-    protonet, maml, reptile, baseline_pp = spec.cells
+    protonet, maml, baseline_pp = spec.cells
     names = [c.name for c in spec.cells]
-    assert names == ["protonet-5w1s", "maml-5w1s", "reptile-5w1s", "baseline-pp-5w1s"]
+    assert names == ["protonet-5w1s", "maml-5w1s", "baseline-pp-5w1s"]
     assert [e.norm for e in protonet.sweep.norms] == builtin_norms() and len(protonet.sweep.seeds) == 3
     labels = [e.label for e in maml.sweep.norms]
     assert len(labels) >= 8 and len(maml.sweep.seeds) == 2
@@ -25,8 +25,8 @@ def test_the_published_grid() -> None:
         labels
     )
     assert maml.sweep.baseline == "batchnorm-transductive"  # "batchnorm" designates its first entry
-    assert [e.label for e in reptile.sweep.norms] == [e.label for e in baseline_pp.sweep.norms] == labels
-    assert spec.runs() == 17 * 3 + 3 * 10 * 2 and spec.transductive_episodes == 40
+    assert [e.label for e in baseline_pp.sweep.norms] == labels
+    assert spec.runs() == 17 * 3 + 2 * 10 * 2 and spec.transductive_episodes == 40
 
 
 def test_builtin_norms_leave_plugins_out() -> None:
