@@ -447,8 +447,7 @@ def _train(
     test_sampler = EpisodeSampler(stores["test"], config.ways, config.shots, config.queries, split="test")
 
     algorithm = plan.algorithm
-    if hasattr(algorithm, "pretraining"):  # Baseline: minibatches of every training class, not episodes
-        config, train_sampler = algorithm.pretraining(stores["train"])
+    config, train_sampler = plan.training(stores["train"], train_sampler)  # Baseline: minibatches
     validate = _validator(config, stores, device, group)
     torch.manual_seed(config.seed)
     model = algorithm.build(config, stores["train"].image_shape[0]).to(device)  # config: Baseline's classes

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from fewnorm.data.store import ImageStore
-    from fewnorm.episode import Algorithm
+    from fewnorm.episode import Algorithm, EpisodeSource
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,16 @@ class RunPlan:
     def build_model(self, in_channels: int) -> nn.Module:
         """The algorithm's model with the bound normalizer in every block."""
         return self.algorithm.build(self.config, in_channels)
+
+    def training(self, store: ImageStore, episodes: EpisodeSource) -> tuple[RunConfig, EpisodeSource]:
+        """The config a model is built from and what its training steps draw: ``episodes``, or for a
+        method that pre-trains on minibatches (Baseline) its minibatches, the config recording
+        the training split's classes (one head output each)."""
+        pretraining = getattr(self.algorithm, "pretraining", None)
+        if pretraining is None:
+            return self.config, episodes
+        config, minibatches = pretraining(store)
+        return config, minibatches
 
     def decided(self, name: str) -> Any:
         return self.decisions[name].value

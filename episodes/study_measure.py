@@ -21,9 +21,8 @@ import torch
 
 from fewnorm import data
 from fewnorm.config import RunConfig
-from fewnorm.episode import EpisodeSource
-from fewnorm.episodes.algorithms import get_algorithm
 from fewnorm.episodes.evaluation import evaluate_checkpoint
+from fewnorm.episodes.plan import plan_run
 from fewnorm.episodes.probing import probe_backbone
 from fewnorm.episodes.sampler import EpisodeSampler
 from fewnorm.probe import LayerStats
@@ -65,11 +64,10 @@ def step_memory(config: RunConfig, seed: int = 0) -> int:
     sampler = _train_sampler(
         config, config.effective_train_ways, config.effective_train_shots, config.train_queries
     )
-    source: EpisodeSource = sampler
     torch.manual_seed(seed)
-    algorithm = get_algorithm(config)
-    if hasattr(algorithm, "pretraining"):  # its head has one output per training class
-        config, source = algorithm.pretraining(sampler.store)
+    plan = plan_run(config)
+    algorithm = plan.algorithm
+    config, source = plan.training(sampler.store, sampler)  # Baseline: one of its minibatches
     model = algorithm.build(config, sampler.store.image_shape[0])
     optimizer = algorithm.optimizer(model, config)
     episodes = [source.sample(torch.Generator().manual_seed(seed + j)) for j in range(config.meta_batch)]

@@ -53,8 +53,8 @@ def preflight(sweep: Sweep) -> None:
     resolve_device(c.device)  # an unknown device fails here, not in every run
     check_new_run(c)  # and settings the algorithm would ignore (--set head=... for protonet)
     stores = plan_run(c).splits(("train", "val", "test"))  # each entry's plan reads the same cache
-    EpisodeSampler(stores["train"], c.effective_train_ways, c.effective_train_shots, c.train_queries,
-                   split="train")  # fmt: skip
+    train = EpisodeSampler(stores["train"], c.effective_train_ways, c.effective_train_shots,
+                           c.train_queries, split="train")  # fmt: skip
     for split in ("val", "test"):
         EpisodeSampler(stores[split], c.ways, c.shots, c.queries, split=split)
     for entry in sweep.norms:
@@ -63,9 +63,7 @@ def preflight(sweep: Sweep) -> None:
             sweep.base | entry.settings | {"norm": entry.norm, "norm_options": entry.options}, "sweep"
         )
         plan = plan_run(entry_config)
-        config = plan.config
-        if hasattr(plan.algorithm, "pretraining"):  # Baseline: its head has one output per training class
-            config, _ = plan.algorithm.pretraining(stores["train"])
+        config, _ = plan.training(stores["train"], train)  # Baseline's head: one output per class
         plan.algorithm.build(config, stores["train"].image_shape[0])
 
 
